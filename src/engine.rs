@@ -1,0 +1,536 @@
+//! The embedding API: an [`Engine`] compiles and runs conc code with a given set of
+//! [`Settings`]: limits, capabilities, output sinks and native functions.
+
+use crate::error::{Error, ErrorKind, RuntimeError};
+use crate::interp::{Interp, Module, Shared, Unwind};
+use crate::resolve::{resolve_program, GlobalScope, ModuleLoader};
+use crate::runtime::cancel::CancelToken;
+use crate::syntax::ast::Stmt;
+use crate::syntax::{parse_program, SourceMap, Span};
+use crate::value::Value;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// What a script may touch. The CLI trusts scripts fully; an embedder starts from
+/// [`Capabilities::none`] and grants what it wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    pub threads: bool,
+    pub fork: bool,
+    pub exec: bool,
+    pub subprocess: bool,
+    pub fs: bool,
+    pub env: bool,
+}
+
+impl Capabilities {
+    pub fn all() -> Capabilities {
+        Capabilities { threads: true, fork: true, exec: true, subprocess: true, fs: true, env: true }
+    }
+
+    /// Pure computation plus threads: no processes, files or environment.
+    pub fn none() -> Capabilities {
+        Capabilities { threads: true, fork: false, exec: false, subprocess: false, fs: false, env: false }
+    }
+}
+
+/// Resource limits. `None` means unlimited.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_ops: Option<u64>,
+    pub max_call_depth: u32,
+    pub max_duration: Option<Duration>,
+    pub max_threads: Option<usize>,
+    pub max_processes: Option<usize>,
+    pub max_subprocesses: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_ops: None,
+            max_call_depth: MAIN_MAX_DEPTH,
+            max_duration: None,
+            max_threads: None,
+            max_processes: None,
+            max_subprocesses: None,
+        }
+    }
+}
+
+/// Call depth allowed on the main interpreter thread (which runs on [`MAIN_STACK`]).
+pub const MAIN_MAX_DEPTH: u32 = 10_000;
+/// Stack for the thread that runs the main interpreter.
+pub const MAIN_STACK: usize = 1 << 30;
+
+/// Where `print` and `eprint` go.
+#[derive(Clone)]
+pub enum Sink {
+    Stdout,
+    Stderr,
+    /// Appended to a string the host reads later.
+    Buffer(Arc<Mutex<String>>),
+    /// Handed to a host callback, one `print` at a time.
+    Callback(Arc<dyn Fn(&str) + Send + Sync>),
+}
+
+impl Sink {
+    fn write(&self, text: &str) {
+        use std::io::Write;
+        match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+            Sink::Stderr => {
+                let _ = std::io::stderr().lock().write_all(text.as_bytes());
+            }
+            Sink::Buffer(b) => b.lock().unwrap_or_else(|e| e.into_inner()).push_str(text),
+            Sink::Callback(f) => f(text),
+        }
+    }
+}
+
+/// Standard streams as a script sees them.
+pub struct Output {
+    pub stdout: Sink,
+    pub stderr: Sink,
+    stdin: Mutex<Option<Box<dyn BufRead + Send>>>,
+}
+
+impl Output {
+    pub fn write(&self, text: &str, to_stderr: bool) {
+        if to_stderr {
+            self.stderr.write(text)
+        } else {
+            self.stdout.write(text)
+        }
+    }
+
+    pub fn read_line(&self, buf: &mut String) -> std::io::Result<usize> {
+        let mut input = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
+        match input.as_mut() {
+            Some(r) => r.read_line(buf),
+            None => std::io::stdin().read_line(buf),
+        }
+    }
+
+    pub fn read_to_string(&self, buf: &mut String) -> std::io::Result<usize> {
+        use std::io::Read;
+        let mut input = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
+        match input.as_mut() {
+            Some(r) => r.read_to_string(buf),
+            None => std::io::stdin().read_to_string(buf),
+        }
+    }
+}
+
+/// Engine configuration.
+#[derive(Clone)]
+pub struct Settings {
+    pub capabilities: Capabilities,
+    pub limits: Limits,
+    pub stdout: Sink,
+    pub stderr: Sink,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { capabilities: Capabilities::all(), limits: Limits::default(), stdout: Sink::Stdout, stderr: Sink::Stderr }
+    }
+}
+
+impl Settings {
+    /// A sandbox: no processes, subprocesses, files or environment until granted.
+    pub fn sandboxed() -> Settings {
+        Settings { capabilities: Capabilities::none(), ..Settings::default() }
+    }
+
+    fn deny(&self, what: &str, cap: &str, span: Span) -> Unwind {
+        RuntimeError::new(ErrorKind::Permission, format!("{what} is not allowed in this engine"), span)
+            .with_label("denied by the host")
+            .with_help(format!("the host must grant the `{cap}` capability"))
+            .into()
+    }
+
+    pub fn require_fs(&self, span: Span) -> Result<(), Unwind> {
+        if self.capabilities.fs { Ok(()) } else { Err(self.deny("file system access", "fs", span)) }
+    }
+
+    pub fn require_env(&self, span: Span) -> Result<(), Unwind> {
+        if self.capabilities.env { Ok(()) } else { Err(self.deny("environment access", "env", span)) }
+    }
+
+    pub fn require_fork(&self, span: Span) -> Result<(), Unwind> {
+        if self.capabilities.fork { Ok(()) } else { Err(self.deny("starting processes", "fork", span)) }
+    }
+
+    pub fn require_subprocess(&self, span: Span) -> Result<(), Unwind> {
+        if self.capabilities.subprocess { Ok(()) } else { Err(self.deny("running commands", "subprocess", span)) }
+    }
+
+    pub fn require_exec(&self, span: Span) -> Result<(), Unwind> {
+        if self.capabilities.exec { Ok(()) } else { Err(self.deny("`exec`", "exec", span)) }
+    }
+
+    pub fn require_threads(&self, span: Span) -> Result<(), Unwind> {
+        if self.capabilities.threads { Ok(()) } else { Err(self.deny("starting threads", "threads", span)) }
+    }
+
+    pub fn check_limits(&self, ops: u64, started: Instant, span: Span) -> Result<(), Unwind> {
+        if let Some(max) = self.limits.max_ops {
+            if ops > max {
+                return Err(RuntimeError::new(ErrorKind::Limit, format!("operation limit of {max} exceeded"), span)
+                    .with_label("stopped here")
+                    .into());
+            }
+        }
+        if let Some(max) = self.limits.max_duration {
+            if started.elapsed() > max {
+                return Err(RuntimeError::new(ErrorKind::Limit, format!("time limit of {max:?} exceeded"), span)
+                    .with_label("stopped here")
+                    .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Count a new thread against the limit.
+    pub fn admit_thread(&self, span: Span) -> Result<(), Unwind> {
+        self.settings.require_threads(span)?;
+        let n = self.threads.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(max) = self.settings.limits.max_threads {
+            if n > max {
+                self.threads.fetch_sub(1, Ordering::SeqCst);
+                return Err(RuntimeError::new(ErrorKind::Limit, format!("thread limit of {max} reached"), span).into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn release_thread(&self) {
+        self.threads.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// `file:line:col` for a span, for messages that cannot carry a snippet.
+    pub fn describe_span(&self, span: Span) -> String {
+        let sources = self.sources.read().unwrap_or_else(|e| e.into_inner());
+        match sources.get(span.file) {
+            Some(f) => {
+                let (l, c) = f.line_col(span.start);
+                format!("{}:{l}:{c}", f.name)
+            }
+            None => "<unknown>".into(),
+        }
+    }
+}
+
+/// A native function registered by the host.
+pub struct NativeFn {
+    pub name: String,
+    #[allow(clippy::type_complexity)]
+    pub func: Box<dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for NativeFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<native fn {}>", self.name)
+    }
+}
+
+/// Call a host function; a panic inside it becomes a script error, never an abort.
+pub fn call_native(n: &NativeFn, args: Vec<Value>, span: Span) -> Result<Value, Unwind> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (n.func)(&args)));
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(msg)) => Err(RuntimeError::new(ErrorKind::Type, format!("{}: {msg}", n.name), span).with_label("in this call").into()),
+        Err(panic) => {
+            let mut e = crate::runtime::spawn::panic_error(panic, span);
+            e.message = format!("native function `{}` panicked: {}", n.name, e.message.trim_start_matches("internal error (panic): "));
+            Err(e.into())
+        }
+    }
+}
+
+/// Cancels a running script from another thread, including its threads, processes and commands.
+#[derive(Clone)]
+pub struct InterruptHandle(CancelToken);
+
+impl InterruptHandle {
+    pub fn interrupt(&self) {
+        self.0.cancel();
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+/// A compiled program: share it across threads and run it many times.
+#[derive(Clone)]
+pub struct Program(Arc<ProgramInner>);
+
+struct ProgramInner {
+    stmts: Vec<Stmt>,
+    frame_size: u32,
+}
+
+/// Compiles and runs conc code.
+pub struct Engine {
+    shared: Arc<Shared>,
+    globals: GlobalScope,
+    next_global: u32,
+    module_paths: HashMap<String, Option<u32>>,
+    interp: Interp,
+    base_dir: Option<PathBuf>,
+    root: CancelToken,
+}
+
+impl Default for Engine {
+    fn default() -> Engine {
+        Engine::new()
+    }
+}
+
+impl Engine {
+    /// A fully trusted engine, as the CLI uses.
+    pub fn new() -> Engine {
+        Engine::with_settings(Settings::default())
+    }
+
+    pub fn with_settings(settings: Settings) -> Engine {
+        Engine::with_settings_and_stdin(settings, None)
+    }
+
+    pub fn with_settings_and_stdin(settings: Settings, stdin: Option<Box<dyn BufRead + Send>>) -> Engine {
+        let root = CancelToken::new();
+        let output = Output { stdout: settings.stdout.clone(), stderr: settings.stderr.clone(), stdin: Mutex::new(stdin) };
+        let max_depth = settings.limits.max_call_depth;
+        let shared = Arc::new(Shared {
+            modules: RwLock::new(Vec::new()),
+            settings,
+            output,
+            root_cancel: root.clone(),
+            tasks: Default::default(),
+            sources: RwLock::new(SourceMap::default()),
+            threads: AtomicUsize::new(0),
+            started: Instant::now(),
+        });
+        shared.tasks.enter();
+        let interp = Interp::new(shared.clone(), Vec::new(), root.clone(), max_depth);
+        let mut engine =
+            Engine { shared, globals: GlobalScope::default(), next_global: 0, module_paths: HashMap::new(), interp, base_dir: None, root };
+        engine.set_args(Vec::new());
+        engine
+    }
+
+    /// Directory that relative `import "path"` statements resolve against.
+    pub fn set_base_dir(&mut self, dir: impl Into<PathBuf>) {
+        self.base_dir = Some(dir.into());
+    }
+
+    /// The `args` list the script sees.
+    pub fn set_args(&mut self, args: Vec<String>) {
+        self.set_global("args", Value::list(args.into_iter().map(Value::str).collect()));
+    }
+
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle(self.root.clone())
+    }
+
+    /// Make a host function callable from scripts under `name`.
+    pub fn register_fn(&mut self, name: &str, f: impl Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static) {
+        let native = NativeFn { name: name.to_string(), func: Box::new(f) };
+        self.set_global(name, Value::Native(Arc::new(native)));
+    }
+
+    pub fn set_global(&mut self, name: &str, value: Value) {
+        let slot = self.globals.declare(&name.into(), &mut self.next_global) as usize;
+        self.interp.ensure_globals(slot + 1);
+        self.interp.globals[slot] = value;
+    }
+
+    pub fn get_global(&self, name: &str) -> Option<Value> {
+        let slot = *self.globals.names.get(name)?;
+        self.interp.globals.get(slot as usize).cloned()
+    }
+
+    /// Every global name, for REPL completion.
+    pub fn global_names(&self) -> Vec<String> {
+        self.globals.names.keys().map(|n| n.to_string()).collect()
+    }
+
+    fn sources(&self) -> Arc<SourceMap> {
+        Arc::new(self.shared.sources.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    fn error(&self, e: RuntimeError) -> Error {
+        Error::new(Arc::new(e), self.sources())
+    }
+
+    /// Parse and resolve `text`, reported under `name`, without running it.
+    pub fn compile(&mut self, name: &str, text: &str) -> Result<Program, Error> {
+        let file = self.shared.sources.write().unwrap_or_else(|e| e.into_inner()).add(name, text);
+        let mut stmts = parse_in_big_stack(text, file).map_err(|e| self.error(e))?;
+        let mut loader = Loader { shared: &self.shared, next_global: &mut self.next_global, paths: &mut self.module_paths, base_dir: self.base_dir.clone() };
+        let mut scope = self.globals.clone();
+        let frame_size = resolve_program(&mut stmts, &mut scope, &mut loader).map_err(|mut errs| {
+            let first = errs.remove(0);
+            self.error(first)
+        })?;
+        self.globals = scope;
+        self.interp.ensure_globals(self.next_global as usize);
+        Ok(Program(Arc::new(ProgramInner { stmts, frame_size })))
+    }
+
+    /// Run a compiled program, then wait for every task it started.
+    pub fn run(&mut self, program: &Program) -> Result<Value, Error> {
+        let r = self.run_keeping_tasks(program);
+        let span = program.0.stmts.last().map(|s| s.span()).unwrap_or_default();
+        let finished = crate::runtime::scope::finish_root(&mut self.interp, r.map_err(|e| Unwind::Error(Box::new(e.details().clone()))), span);
+        self.unwind_to_result(finished)
+    }
+
+    /// Run a compiled program; tasks it started keep running (the REPL waits for them later).
+    pub fn run_keeping_tasks(&mut self, program: &Program) -> Result<Value, Error> {
+        self.interp.ensure_globals(self.next_global as usize);
+        let r = self.interp.run_unit(&program.0.stmts, program.0.frame_size);
+        self.unwind_to_result(r)
+    }
+
+    fn unwind_to_result(&self, r: Result<Value, Unwind>) -> Result<Value, Error> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(Unwind::Error(e)) => Err(self.error(*e)),
+            Err(Unwind::Return(v)) => Ok(v),
+            Err(_) => Ok(Value::Nil),
+        }
+    }
+
+    /// Compile and run a source string.
+    pub fn eval(&mut self, text: &str) -> Result<Value, Error> {
+        let p = self.compile("<eval>", text)?;
+        self.run(&p)
+    }
+
+    /// Compile and run a named source (a file's contents, say).
+    pub fn eval_named(&mut self, name: &str, text: &str) -> Result<Value, Error> {
+        let p = self.compile(name, text)?;
+        self.run(&p)
+    }
+
+    /// Call a script function by name.
+    pub fn call_fn(&mut self, name: &str, args: Vec<Value>) -> Result<Value, Error> {
+        let f = self.get_global(name).ok_or_else(|| Error::plain(ErrorKind::Name, format!("no function named `{name}`")))?;
+        let r = self.interp.call_value(&f, args, Span::default());
+        self.unwind_to_result(r)
+    }
+
+    /// Wait for every task still running (the REPL's exit, for instance).
+    pub fn finish(&mut self) -> Result<(), Error> {
+        let r = crate::runtime::scope::finish_root(&mut self.interp, Ok(Value::Nil), Span::default());
+        self.unwind_to_result(r).map(|_| ())
+    }
+
+    /// Clear an interrupt so the engine can run again (the REPL after Ctrl-C).
+    pub fn reset_interrupt(&mut self) {
+        self.root.reset();
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.root.is_cancelled()
+    }
+}
+
+/// Parsing recurses on nesting; give it room whatever thread the host calls from.
+fn parse_in_big_stack(text: &str, file: u32) -> Result<Vec<Stmt>, RuntimeError> {
+    let text_owned = text.to_string();
+    let result = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn_scoped(s, move || parse_program(&text_owned, file))
+            .map(|h| h.join())
+    });
+    match result {
+        Ok(Ok(Ok(stmts))) => Ok(stmts),
+        Ok(Ok(Err(e))) => {
+            let mut err = RuntimeError::new(ErrorKind::Syntax, e.message, e.span).with_label(e.label);
+            err.help = e.help;
+            Err(err)
+        }
+        _ => Err(RuntimeError::new(ErrorKind::Syntax, "the parser failed on this input", Span::new(file, 0, 0))),
+    }
+}
+
+struct Loader<'a> {
+    shared: &'a Arc<Shared>,
+    next_global: &'a mut u32,
+    paths: &'a mut HashMap<String, Option<u32>>,
+    base_dir: Option<PathBuf>,
+}
+
+impl ModuleLoader for Loader<'_> {
+    fn next_global(&mut self) -> &mut u32 {
+        self.next_global
+    }
+
+    fn load(&mut self, path: &str, span: Span) -> Result<u32, RuntimeError> {
+        match self.paths.get(path) {
+            Some(Some(id)) => return Ok(*id),
+            Some(None) => {
+                return Err(RuntimeError::new(ErrorKind::Name, format!("circular import of \"{path}\""), span)
+                    .with_label("this module is already being imported")
+                    .with_help("move the shared code into a third module"))
+            }
+            None => {}
+        }
+        let (name, text) = self.read_module(path, span)?;
+        self.paths.insert(path.to_string(), None);
+        let file = self.shared.sources.write().unwrap_or_else(|e| e.into_inner()).add(name.clone(), text.clone());
+        let mut stmts = parse_in_big_stack(&text, file)?;
+        let mut scope = GlobalScope::default();
+        let frame_size = resolve_program(&mut stmts, &mut scope, self).map_err(|mut errs| errs.remove(0))?;
+        let mut modules = self.shared.modules.write().unwrap_or_else(|e| e.into_inner());
+        modules.push(Arc::new(Module { name, stmts, frame_size, scope }));
+        let id = (modules.len() - 1) as u32;
+        self.paths.insert(path.to_string(), Some(id));
+        Ok(id)
+    }
+}
+
+impl Loader<'_> {
+    fn read_module(&self, path: &str, span: Span) -> Result<(String, String), RuntimeError> {
+        if let Some(name) = path.strip_prefix("std/") {
+            return crate::stdlib::source(name).map(|text| (format!("<stdlib>/{name}.conc"), text.to_string())).ok_or_else(|| {
+                let known = crate::stdlib::names().collect::<Vec<_>>().join(", ");
+                RuntimeError::new(ErrorKind::Name, format!("no standard module \"{path}\""), span)
+                    .with_label("unknown module")
+                    .with_help(format!("standard modules: {known}"))
+            });
+        }
+        if !self.shared.settings.capabilities.fs {
+            return Err(RuntimeError::new(ErrorKind::Permission, "importing files is not allowed in this engine", span)
+                .with_help("the host must grant the `fs` capability"));
+        }
+        let mut file = PathBuf::from(path);
+        if file.extension().is_none() {
+            file.set_extension("conc");
+        }
+        if file.is_relative() {
+            if let Some(base) = &self.base_dir {
+                file = base.join(file);
+            }
+        }
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            RuntimeError::new(ErrorKind::Io, format!("cannot import \"{path}\": {e}"), span).with_label("imported here")
+        })?;
+        Ok((file.display().to_string(), text))
+    }
+}

@@ -1,0 +1,748 @@
+//! The interpreter: walks the resolved tree. Each OS thread runs its own `Interp`; they share
+//! only the immutable program (behind `Arc`) and the explicit runtime objects.
+
+use crate::builtins::{self, Args};
+use crate::error::{ErrorKind, Frame, RuntimeError};
+use crate::resolve::GlobalScope;
+use crate::runtime::{self, cancel::CancelToken};
+use crate::syntax::ast::*;
+use crate::syntax::Span;
+use crate::value::{Closure, Key, Value};
+use std::sync::{Arc, RwLock};
+
+/// Why evaluation stopped early.
+#[derive(Debug)]
+pub enum Unwind {
+    Break,
+    Continue,
+    Return(Value),
+    Error(Box<RuntimeError>),
+}
+
+pub type R<T> = Result<T, Unwind>;
+
+impl From<RuntimeError> for Unwind {
+    fn from(e: RuntimeError) -> Unwind {
+        Unwind::Error(Box::new(e))
+    }
+}
+
+/// Build an error result.
+pub fn fail<T>(kind: ErrorKind, message: impl Into<String>, span: Span) -> R<T> {
+    Err(Unwind::Error(Box::new(RuntimeError::new(kind, message, span))))
+}
+
+/// An imported module: its top-level code and the names it exports.
+#[derive(Debug)]
+pub struct Module {
+    pub name: String,
+    pub stmts: Vec<Stmt>,
+    pub frame_size: u32,
+    pub scope: GlobalScope,
+}
+
+/// Everything the threads of one engine share.
+pub struct Shared {
+    pub modules: RwLock<Vec<Arc<Module>>>,
+    pub settings: crate::engine::Settings,
+    pub output: crate::engine::Output,
+    /// Cancelled by Ctrl-C or the host's interrupt handle; every task's token descends from it.
+    pub root_cancel: CancelToken,
+    pub tasks: runtime::registry::Registry,
+    /// Every source file, so any thread can describe a span.
+    pub sources: RwLock<crate::syntax::SourceMap>,
+    pub threads: std::sync::atomic::AtomicUsize,
+    pub started: std::time::Instant,
+}
+
+/// Per-thread interpreter state.
+pub struct Interp {
+    pub shared: Arc<Shared>,
+    pub globals: Vec<Value>,
+    /// The export map of each module once its top level has run in this thread's world.
+    pub modules: Vec<Option<Value>>,
+    stack: Vec<Value>,
+    base: usize,
+    closure: Option<Arc<Closure>>,
+    depth: u32,
+    ticks: u32,
+    ops: u64,
+    pub cancel: CancelToken,
+    /// The scopes (`scope { }` blocks, and the whole script) that own the tasks started here.
+    pub scopes: Vec<runtime::scope::ScopeFrame>,
+    pub max_depth: u32,
+    /// Shown in deadlock reports and thread names: `main`, or the construct and line that started it.
+    pub task_name: Arc<str>,
+}
+
+const STACK_RED_ZONE: usize = 128 * 1024;
+const STACK_GROWTH: usize = 4 * 1024 * 1024;
+
+/// How often (in loop iterations and calls) the interpreter checks for cancellation and limits.
+const POLL_INTERVAL: u32 = 1024;
+
+impl Interp {
+    pub fn new(shared: Arc<Shared>, globals: Vec<Value>, cancel: CancelToken, max_depth: u32) -> Interp {
+        Interp {
+            shared,
+            globals,
+            modules: Vec::new(),
+            stack: Vec::with_capacity(256),
+            base: 0,
+            closure: None,
+            depth: 0,
+            ticks: 0,
+            ops: 0,
+            cancel,
+            scopes: vec![runtime::scope::ScopeFrame::default()],
+            max_depth,
+            task_name: "main".into(),
+        }
+    }
+
+    /// A fresh interpreter for a new thread: a copy of this one's globals and modules.
+    pub fn fork_world(&self, cancel: CancelToken, max_depth: u32) -> Interp {
+        let mut child = Interp::new(self.shared.clone(), self.globals.clone(), cancel, max_depth);
+        child.modules = self.modules.clone();
+        child
+    }
+
+    /// Run top-level statements in a fresh frame of `frame_size` locals; the value of the last
+    /// expression statement is the result.
+    pub fn run_unit(&mut self, stmts: &[Stmt], frame_size: u32) -> R<Value> {
+        let saved_base = self.base;
+        self.base = self.stack.len();
+        self.stack.resize(self.base + frame_size as usize, Value::Nil);
+        for stmt in stmts {
+            if let Stmt::Fn(def, var) = stmt {
+                if let Slot::Global(g) = var.slot {
+                    self.globals[g as usize] = Value::Func(Arc::new(Closure { def: def.clone(), captures: Box::new([]) }));
+                }
+            }
+        }
+        let result = self.exec_stmts(stmts);
+        self.stack.truncate(self.base);
+        self.base = saved_base;
+        result
+    }
+
+    pub fn ensure_globals(&mut self, n: usize) {
+        if self.globals.len() < n {
+            self.globals.resize(n, Value::Nil);
+        }
+    }
+
+    fn exec_stmts(&mut self, stmts: &[Stmt]) -> R<Value> {
+        let mut last = Value::Nil;
+        for stmt in stmts {
+            last = self.exec(stmt)?;
+        }
+        Ok(last)
+    }
+
+    pub fn exec_block(&mut self, block: &Block) -> R<Value> {
+        self.exec_stmts(&block.stmts)
+    }
+
+    #[inline]
+    fn slot(&self, var: &Var) -> R<Value> {
+        Ok(match var.slot {
+            Slot::Local(i) => self.stack[self.base + i as usize].clone(),
+            Slot::Global(g) => self.globals.get(g as usize).cloned().unwrap_or_default(),
+            Slot::Capture(i) => self.closure.as_ref().map(|c| c.captures[i as usize].clone()).unwrap_or_default(),
+            Slot::Builtin(b) => Value::Builtin(b),
+            Slot::SelfFn => self.closure.as_ref().map(|c| Value::Func(c.clone())).unwrap_or_default(),
+            Slot::Unresolved => return fail(ErrorKind::Name, format!("unresolved name `{}`", var.name), var.span),
+        })
+    }
+
+    fn slot_mut(&mut self, var: &Var) -> R<&mut Value> {
+        match var.slot {
+            Slot::Local(i) => Ok(&mut self.stack[self.base + i as usize]),
+            Slot::Global(g) => {
+                self.ensure_globals(g as usize + 1);
+                Ok(&mut self.globals[g as usize])
+            }
+            _ => fail(ErrorKind::Name, format!("cannot assign to `{}`", var.name), var.span),
+        }
+    }
+
+    #[inline]
+    fn set(&mut self, var: &Var, value: Value) -> R<()> {
+        *self.slot_mut(var)? = value;
+        Ok(())
+    }
+
+    /// Check for cancellation and limits every so often; cheap enough for every loop back-edge.
+    #[inline]
+    pub fn tick(&mut self, span: Span) -> R<()> {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % POLL_INTERVAL == 0 {
+            self.poll(span)?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn poll(&mut self, span: Span) -> R<()> {
+        if self.cancel.is_cancelled() {
+            return Err(runtime::cancel::cancelled_error(span).into());
+        }
+        self.ops += POLL_INTERVAL as u64;
+        self.shared.settings.check_limits(self.ops, self.shared.started, span)?;
+        Ok(())
+    }
+
+    /// Check for cancellation now; used by blocking operations.
+    pub fn check_cancel(&self, span: Span) -> R<()> {
+        if self.cancel.is_cancelled() {
+            return Err(runtime::cancel::cancelled_error(span).into());
+        }
+        Ok(())
+    }
+
+    fn exec(&mut self, stmt: &Stmt) -> R<Value> {
+        match stmt {
+            Stmt::Expr(e) => self.eval(e),
+            Stmt::Let { var, value } => {
+                let v = self.eval(value)?;
+                self.set(var, v)?;
+                Ok(Value::Nil)
+            }
+            Stmt::Assign { place, op, value, span } => {
+                self.assign(place, *op, value, *span)?;
+                Ok(Value::Nil)
+            }
+            Stmt::While { cond, body, span } => {
+                while self.eval(cond)?.truthy() {
+                    match self.exec_block(body) {
+                        Ok(_) | Err(Unwind::Continue) => {}
+                        Err(Unwind::Break) => break,
+                        Err(e) => return Err(e),
+                    }
+                    self.tick(*span)?;
+                }
+                Ok(Value::Nil)
+            }
+            Stmt::For { key, value, iter, body, span } => {
+                let it = self.eval(iter)?;
+                self.for_loop(key, value.as_ref(), it, body, *span, iter.span())?;
+                Ok(Value::Nil)
+            }
+            Stmt::Fn(def, var) => {
+                if !matches!(var.slot, Slot::Global(_)) {
+                    let f = self.make_closure(def);
+                    self.set(var, f)?;
+                }
+                Ok(Value::Nil)
+            }
+            Stmt::Return { value, .. } => {
+                let v = match value {
+                    Some(e) => self.eval(e)?,
+                    None => Value::Nil,
+                };
+                Err(Unwind::Return(v))
+            }
+            Stmt::Break(_) => Err(Unwind::Break),
+            Stmt::Continue(_) => Err(Unwind::Continue),
+            Stmt::Import { alias, module, span, .. } => {
+                let exports = self.import(*module, *span)?;
+                self.set(alias, exports)?;
+                Ok(Value::Nil)
+            }
+        }
+    }
+
+    /// Run a module's top level once per world and return its exports as a map.
+    fn import(&mut self, module: u32, span: Span) -> R<Value> {
+        if let Some(Some(v)) = self.modules.get(module as usize) {
+            return Ok(v.clone());
+        }
+        let m = self.shared.modules.read().expect("module table").get(module as usize).cloned();
+        let Some(m) = m else {
+            return fail(ErrorKind::Name, "module was not loaded", span);
+        };
+        let saved_closure = self.closure.take();
+        let result = self.run_unit(&m.stmts, m.frame_size);
+        self.closure = saved_closure;
+        result?;
+        let exports = m
+            .scope
+            .order
+            .iter()
+            .filter(|(name, _)| !name.starts_with('_'))
+            .map(|(name, slot)| (Key::Str(name.clone()), self.globals.get(*slot as usize).cloned().unwrap_or_default()))
+            .collect();
+        let v = Value::Map(Arc::new(exports));
+        if self.modules.len() <= module as usize {
+            self.modules.resize(module as usize + 1, None);
+        }
+        self.modules[module as usize] = Some(v.clone());
+        Ok(v)
+    }
+
+    fn for_loop(&mut self, key: &Var, value: Option<&Var>, it: Value, body: &Block, span: Span, iter_span: Span) -> R<()> {
+        macro_rules! run_body {
+            () => {
+                match self.exec_block(body) {
+                    Ok(_) | Err(Unwind::Continue) => {}
+                    Err(Unwind::Break) => break,
+                    Err(e) => return Err(e),
+                }
+                self.tick(span)?;
+            };
+        }
+        match &it {
+            Value::Range(r) => {
+                let r = **r;
+                let mut i = r.start;
+                while (r.step > 0 && i < r.end) || (r.step < 0 && i > r.end) {
+                    self.bind_pair(key, value, Value::Int(i), || Value::Nil)?;
+                    run_body!();
+                    i = match i.checked_add(r.step) {
+                        Some(n) => n,
+                        None => break,
+                    };
+                }
+            }
+            Value::List(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if value.is_some() {
+                        self.bind_pair(key, value, Value::Int(i as i64), || item.clone())?;
+                    } else {
+                        self.set(key, item.clone())?;
+                    }
+                    run_body!();
+                }
+            }
+            Value::Map(m) => {
+                for (k, v) in m.iter() {
+                    self.bind_pair(key, value, k.to_value(), || v.clone())?;
+                    run_body!();
+                }
+            }
+            Value::Str(s) => {
+                for (i, c) in s.chars().enumerate() {
+                    if value.is_some() {
+                        self.bind_pair(key, value, Value::Int(i as i64), || Value::str(c.encode_utf8(&mut [0; 4])))?;
+                    } else {
+                        self.set(key, Value::str(c.encode_utf8(&mut [0; 4])))?;
+                    }
+                    run_body!();
+                }
+            }
+            Value::Object(_) => {
+                let mut index = 0i64;
+                while let Some(item) = runtime::iterate_next(self, &it, iter_span)? {
+                    if value.is_some() {
+                        self.bind_pair(key, value, Value::Int(index), || item.clone())?;
+                    } else {
+                        self.set(key, item)?;
+                    }
+                    index += 1;
+                    run_body!();
+                }
+            }
+            other => {
+                return Err(RuntimeError::new(ErrorKind::Type, format!("cannot iterate over a {}", other.type_name()), iter_span)
+                    .with_label(format!("this is a {}", other.type_name()))
+                    .with_help("`for` works over lists, maps, ranges, strings and channels")
+                    .into())
+            }
+        }
+        Ok(())
+    }
+
+    fn bind_pair(&mut self, key: &Var, value: Option<&Var>, k: Value, v: impl FnOnce() -> Value) -> R<()> {
+        self.set(key, k)?;
+        if let Some(var) = value {
+            self.set(var, v())?;
+        }
+        Ok(())
+    }
+
+    pub fn make_closure(&self, def: &Arc<FnDef>) -> Value {
+        let captures = def
+            .captures
+            .iter()
+            .map(|slot| match *slot {
+                Slot::Local(i) => self.stack[self.base + i as usize].clone(),
+                Slot::Capture(i) => self.closure.as_ref().map(|c| c.captures[i as usize].clone()).unwrap_or_default(),
+                Slot::SelfFn => self.closure.as_ref().map(|c| Value::Func(c.clone())).unwrap_or_default(),
+                _ => Value::Nil,
+            })
+            .collect();
+        Value::Func(Arc::new(Closure { def: def.clone(), captures }))
+    }
+
+    pub fn eval(&mut self, expr: &Expr) -> R<Value> {
+        match expr {
+            Expr::Int(i, _) => Ok(Value::Int(*i)),
+            Expr::Var(var) => self.slot(var),
+            Expr::Binary { op, lhs, rhs, span } => self.binary(*op, lhs, rhs, *span),
+            Expr::Call { callee, args, span } => self.call_expr(callee, args, *span),
+            Expr::If { cond, then, otherwise, .. } => {
+                if self.eval(cond)?.truthy() {
+                    self.exec_block(then)
+                } else if let Some(o) = otherwise {
+                    self.eval(o)
+                } else {
+                    Ok(Value::Nil)
+                }
+            }
+            Expr::Nil(_) => Ok(Value::Nil),
+            Expr::Bool(b, _) => Ok(Value::Bool(*b)),
+            Expr::Float(f, _) => Ok(Value::Float(*f)),
+            Expr::Str(s, _) => Ok(Value::Str(s.clone())),
+            Expr::Interp(parts, _) => {
+                let mut out = String::new();
+                for part in parts {
+                    match part {
+                        StrPart::Lit(s) => out.push_str(s),
+                        StrPart::Expr(e, None) => {
+                            use std::fmt::Write;
+                            let v = self.eval(e)?;
+                            let _ = write!(out, "{v}");
+                        }
+                        StrPart::Expr(e, Some(spec)) => {
+                            let v = self.eval(e)?;
+                            out.push_str(&builtins::format_with_spec(&v, spec, e.span())?);
+                        }
+                    }
+                }
+                Ok(Value::Str(out.into()))
+            }
+            Expr::List(items, _) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    out.push(self.eval(item)?);
+                }
+                Ok(Value::list(out))
+            }
+            Expr::Map(entries, _) => {
+                let mut m = indexmap::IndexMap::with_capacity(entries.len());
+                for (k, v) in entries {
+                    m.insert(Key::Str(k.clone()), self.eval(v)?);
+                }
+                Ok(Value::Map(Arc::new(m)))
+            }
+            Expr::Unary { op, expr, span } => {
+                let v = self.eval(expr)?;
+                match op {
+                    UnOp::Not => Ok(Value::Bool(!v.truthy())),
+                    UnOp::Neg => match v {
+                        Value::Int(i) => match i.checked_neg() {
+                            Some(n) => Ok(Value::Int(n)),
+                            None => fail(ErrorKind::Arithmetic, "integer overflow in negation", *span),
+                        },
+                        Value::Float(f) => Ok(Value::Float(-f)),
+                        other => Err(type_error(format!("cannot negate a {}", other.type_name()), expr.span(), &other)),
+                    },
+                }
+            }
+            Expr::Method { recv, name, name_span, args, span } => self.method_expr(recv, name, *name_span, args, *span),
+            Expr::Index { target, index, span } => {
+                let t = self.eval(target)?;
+                let i = self.eval(index)?;
+                builtins::index(&t, &i, *span, index.span())
+            }
+            Expr::Field { target, name, span } => {
+                let t = self.eval(target)?;
+                builtins::field(&t, name, *span)
+            }
+            Expr::Block(b) => self.exec_block(b),
+            Expr::Try { body, var, handler, .. } => match self.exec_block(body) {
+                Err(Unwind::Error(e)) if e.kind != ErrorKind::Exit(0) && !matches!(e.kind, ErrorKind::Exit(_)) => {
+                    if e.kind == ErrorKind::Cancelled && self.cancel.is_cancelled() {
+                        return Err(Unwind::Error(e));
+                    }
+                    self.set(var, Value::Error(Arc::new(*e)))?;
+                    self.exec_block(handler)
+                }
+                other => other,
+            },
+            Expr::Fn(def) => Ok(self.make_closure(def)),
+            Expr::Spawn { body, span } => runtime::spawn::spawn(self, body, *span),
+            Expr::Fork { body, span } => runtime::fork::fork(self, body, *span),
+            Expr::Wait { any, target, span } => {
+                let t = self.eval(target)?;
+                runtime::wait::wait(self, t, *any, None, *span, target.span())
+            }
+            Expr::Lock { target, body, span } => {
+                let l = self.eval(target)?;
+                runtime::sync::with_lock(self, &l, body, *span, target.span())
+            }
+            Expr::Scope { body, span } => runtime::scope::run_scope(self, body, *span),
+            Expr::PoolMap { func, items, options, span } => {
+                let f = self.eval(func)?;
+                let xs = self.eval(items)?;
+                let opts = match options {
+                    Some(o) => self.eval(o)?,
+                    None => Value::Nil,
+                };
+                runtime::pool::pool_map(self, f, xs, opts, *span, func.span())
+            }
+            Expr::Select { arms, span } => runtime::channel::select(self, arms, *span),
+        }
+    }
+
+    fn binary(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr, span: Span) -> R<Value> {
+        let l = self.eval(lhs)?;
+        match op {
+            BinOp::And => return if l.truthy() { self.eval(rhs) } else { Ok(l) },
+            BinOp::Or => return if l.truthy() { Ok(l) } else { self.eval(rhs) },
+            _ => {}
+        }
+        let r = self.eval(rhs)?;
+        if let (Value::Int(a), Value::Int(b)) = (&l, &r) {
+            let (a, b) = (*a, *b);
+            let checked = match op {
+                BinOp::Add => a.checked_add(b),
+                BinOp::Sub => a.checked_sub(b),
+                BinOp::Mul => a.checked_mul(b),
+                BinOp::Lt => return Ok(Value::Bool(a < b)),
+                BinOp::Le => return Ok(Value::Bool(a <= b)),
+                BinOp::Gt => return Ok(Value::Bool(a > b)),
+                BinOp::Ge => return Ok(Value::Bool(a >= b)),
+                BinOp::Eq => return Ok(Value::Bool(a == b)),
+                BinOp::Ne => return Ok(Value::Bool(a != b)),
+                _ => return builtins::arith(op, &l, &r, span, lhs.span(), rhs.span()),
+            };
+            return match checked {
+                Some(n) => Ok(Value::Int(n)),
+                None => Err(RuntimeError::new(ErrorKind::Arithmetic, format!("integer overflow: {a} {} {b}", op.symbol()), span)
+                    .with_label("the result does not fit in 64 bits")
+                    .with_help("convert to a float with `float(x)` for approximate large numbers")
+                    .into()),
+            };
+        }
+        if op == BinOp::Pipe {
+            return runtime::command::pipe(self, l, r, span, lhs.span(), rhs.span());
+        }
+        builtins::arith(op, &l, &r, span, lhs.span(), rhs.span())
+    }
+
+    fn call_expr(&mut self, callee: &Expr, args: &[Expr], span: Span) -> R<Value> {
+        let f = self.eval(callee)?;
+        match f {
+            Value::Func(c) => {
+                let base = self.stack.len();
+                for a in args {
+                    let v = match self.eval(a) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.stack.truncate(base);
+                            return Err(e);
+                        }
+                    };
+                    self.stack.push(v);
+                }
+                self.call_closure_at(c, base, span)
+            }
+            Value::Builtin(b) => {
+                let args = self.eval_args(args, span)?;
+                builtins::call(self, b, args)
+            }
+            other => {
+                let args = self.eval_args(args, span)?;
+                self.call_value(&other, args.vals, span).map_err(|e| match e {
+                    Unwind::Error(mut err) if err.kind == ErrorKind::Type && err.span == Some(span) => {
+                        err.span = Some(callee.span());
+                        Unwind::Error(err)
+                    }
+                    e => e,
+                })
+            }
+        }
+    }
+
+    pub fn eval_args(&mut self, args: &[Expr], call: Span) -> R<Args> {
+        let mut out = Args::new(call, args.len());
+        for a in args {
+            let v = self.eval(a)?;
+            out.push(v, a.span());
+        }
+        Ok(out)
+    }
+
+    /// Call a closure whose arguments are already on the stack from `base`.
+    fn call_closure_at(&mut self, c: Arc<Closure>, base: usize, span: Span) -> R<Value> {
+        let def = &c.def;
+        let argc = self.stack.len() - base;
+        if argc != def.params.len() {
+            self.stack.truncate(base);
+            return Err(arity_error(def, argc, span).into());
+        }
+        if self.depth >= self.max_depth {
+            self.stack.truncate(base);
+            return Err(RuntimeError::new(ErrorKind::Limit, format!("call depth exceeded {} nested calls", self.max_depth), span)
+                .with_label(format!("calling `{}` here went too deep", def.name))
+                .with_help("is the recursion missing a base case?")
+                .into());
+        }
+        self.stack.resize(base + def.frame_size as usize, Value::Nil);
+        let saved_base = std::mem::replace(&mut self.base, base);
+        let def = c.def.clone();
+        let saved_closure = std::mem::replace(&mut self.closure, Some(c));
+        self.depth += 1;
+        // Deep recursion runs on a stack grown on the heap, so no host thread can overflow.
+        let result = stacker::maybe_grow(STACK_RED_ZONE, STACK_GROWTH, || self.exec_block(&def.body));
+        self.depth -= 1;
+        self.closure = saved_closure;
+        self.base = saved_base;
+        self.stack.truncate(base);
+        self.tick(span)?;
+        match result {
+            Ok(v) | Err(Unwind::Return(v)) => Ok(v),
+            Err(Unwind::Error(mut e)) => {
+                if e.stack.len() < 64 || e.kind != ErrorKind::Limit {
+                    e.stack.push(Frame { function: def.name.clone(), call_span: span });
+                }
+                Err(Unwind::Error(e))
+            }
+            Err(Unwind::Break | Unwind::Continue) => Ok(Value::Nil),
+        }
+    }
+
+    /// Call any callable value with already evaluated arguments.
+    pub fn call_value(&mut self, f: &Value, args: Vec<Value>, span: Span) -> R<Value> {
+        match f {
+            Value::Func(c) => {
+                let base = self.stack.len();
+                self.stack.extend(args);
+                self.call_closure_at(c.clone(), base, span)
+            }
+            Value::Builtin(b) => {
+                let mut a = Args::new(span, args.len());
+                for v in args {
+                    a.push(v, span);
+                }
+                builtins::call(self, *b, a)
+            }
+            Value::Native(n) => crate::engine::call_native(n, args, span),
+            other => Err(RuntimeError::new(ErrorKind::Type, format!("a {} is not callable", other.type_name()), span)
+                .with_label(format!("this is a {}, not a function", other.type_name()))
+                .into()),
+        }
+    }
+
+    fn method_expr(&mut self, recv: &Expr, name: &Name, name_span: Span, args: &[Expr], span: Span) -> R<Value> {
+        if builtins::is_mutating_method(name) {
+            if let Some((var, path)) = place_of(recv) {
+                let args = self.eval_args(args, span)?;
+                return self.with_place(var, &path, span, |interp, target| {
+                    builtins::call_mut_method(interp, target, name, name_span, args)
+                });
+            }
+        }
+        let r = self.eval(recv)?;
+        // A module (a map) calls its function members directly: `json.encode(x)`.
+        if let Value::Map(m) = &r {
+            if let Some(f) = m.get(&Key::Str(name.clone())) {
+                if matches!(f, Value::Func(_) | Value::Builtin(_) | Value::Native(_)) {
+                    let f = f.clone();
+                    let args = self.eval_args(args, span)?;
+                    return self.call_value(&f, args.vals, span);
+                }
+            }
+        }
+        let args = self.eval_args(args, span)?;
+        builtins::call_method(self, r, name, name_span, args)
+    }
+
+    fn assign(&mut self, place: &Place, op: AssignOp, value: &Expr, span: Span) -> R<()> {
+        let v = self.eval(value)?;
+        if place.path.is_empty() && op == AssignOp::Set {
+            return self.set(&place.var, v);
+        }
+        let path = self.eval_path(&place.path)?;
+        let value_span = value.span();
+        self.with_place(&place.var, &path, span, |_, target| {
+            let new = match op {
+                AssignOp::Set => v,
+                AssignOp::Add => builtins::arith(BinOp::Add, target, &v, span, span, value_span)?,
+                AssignOp::Sub => builtins::arith(BinOp::Sub, target, &v, span, span, value_span)?,
+                AssignOp::Mul => builtins::arith(BinOp::Mul, target, &v, span, span, value_span)?,
+                AssignOp::Div => builtins::arith(BinOp::Div, target, &v, span, span, value_span)?,
+            };
+            *target = new;
+            Ok(Value::Nil)
+        })?;
+        Ok(())
+    }
+
+    fn eval_path(&mut self, path: &[PathStep]) -> R<Vec<(Value, Span)>> {
+        path.iter()
+            .map(|step| match step {
+                PathStep::Index(e) => Ok((self.eval(e)?, e.span())),
+                PathStep::Field(name, span) => Ok((Value::Str(name.clone()), *span)),
+            })
+            .collect()
+    }
+
+    /// Run `f` on the value at `var` + `path`, taken out of its slot so `f` may call back into
+    /// the interpreter; the value is put back whatever `f` returns.
+    fn with_place(
+        &mut self,
+        var: &Var,
+        path: &[(Value, Span)],
+        span: Span,
+        f: impl FnOnce(&mut Interp, &mut Value) -> R<Value>,
+    ) -> R<Value> {
+        if matches!(var.slot, Slot::Capture(_)) {
+            return Err(RuntimeError::new(ErrorKind::Name, format!("cannot change `{}`: it was captured by value", var.name), var.span)
+                .with_help("closures and tasks get their own copy; share state explicitly with `cell(value)`")
+                .into());
+        }
+        let mut root = std::mem::take(self.slot_mut(var)?);
+        let result = match builtins::navigate_mut(&mut root, path, span) {
+            Ok(target) => f(self, target),
+            Err(e) => Err(e),
+        };
+        *self.slot_mut(var)? = root;
+        result
+    }
+
+    /// Current call depth, for tasks that inherit the limit.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+}
+
+/// If `e` is a variable with a chain of indexes and fields, the variable and the path.
+fn place_of(e: &Expr) -> Option<(&Var, Vec<(Value, Span)>)> {
+    match e {
+        Expr::Var(v) if matches!(v.slot, Slot::Local(_) | Slot::Global(_) | Slot::Capture(_)) => Some((v, vec![])),
+        Expr::Field { target, name, span } => {
+            let (v, mut path) = place_of(target)?;
+            path.push((Value::Str(name.clone()), *span));
+            Some((v, path))
+        }
+        Expr::Index { target, index, .. } => {
+            let literal = match &**index {
+                Expr::Int(i, _) => Value::Int(*i),
+                Expr::Str(s, _) => Value::Str(s.clone()),
+                _ => return None,
+            };
+            let (v, mut path) = place_of(target)?;
+            path.push((literal, index.span()));
+            Some((v, path))
+        }
+        _ => None,
+    }
+}
+
+fn arity_error(def: &FnDef, argc: usize, span: Span) -> RuntimeError {
+    let params: Vec<&str> = def.params.iter().map(|p| &*p.name).collect();
+    RuntimeError::new(
+        ErrorKind::Type,
+        format!("`{}` takes {} argument{} but {} {} given", def.name, params.len(), if params.len() == 1 { "" } else { "s" }, argc, if argc == 1 { "was" } else { "were" }),
+        span,
+    )
+    .with_label(format!("called with {argc}"))
+    .with_help(format!("`{}` is declared as `fn {}({})`", def.name, def.name, params.join(", ")))
+}
+
+pub fn type_error(message: String, span: Span, v: &Value) -> Unwind {
+    RuntimeError::new(ErrorKind::Type, message, span).with_label(format!("this is a {}", v.type_name())).into()
+}

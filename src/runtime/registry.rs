@@ -1,0 +1,109 @@
+//! Which tasks are alive and which are blocked, for deadlock detection: when every live
+//! thread is blocked on a conc primitive with no timeout, and nothing has moved for a while,
+//! the program can never continue, so the blocked calls fail with a deadlock error.
+
+use crate::syntax::Span;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+pub struct Registry {
+    state: Mutex<State>,
+    /// Bumped by every operation that might unblock someone.
+    progress: AtomicU64,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    live: usize,
+    blocked: Vec<Blocked>,
+    /// Set once a deadlock has been declared: everyone blocked then fails with this report.
+    deadlock: Option<(u64, String)>,
+    stable_since: Option<(u64, Instant)>,
+}
+
+struct Blocked {
+    id: u64,
+    who: String,
+    what: String,
+    span: Span,
+}
+
+/// A task blocked without timeout stays registered until this guard drops.
+pub struct BlockGuard<'a> {
+    reg: &'a Registry,
+    id: u64,
+}
+
+impl Drop for BlockGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.reg.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.blocked.retain(|b| b.id != self.id);
+        st.stable_since = None;
+        if st.blocked.is_empty() {
+            st.deadlock = None;
+        }
+    }
+}
+
+/// How long everything must sit still before a deadlock is declared.
+const QUIET: Duration = Duration::from_millis(150);
+
+impl Registry {
+    pub fn enter(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).live += 1;
+        self.bump();
+    }
+
+    pub fn leave(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.live = st.live.saturating_sub(1);
+        st.stable_since = None;
+        drop(st);
+        self.bump();
+    }
+
+    pub fn bump(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn block(&self, who: &str, what: &str, span: Span) -> BlockGuard<'_> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.blocked.push(Blocked { id, who: who.to_string(), what: what.to_string(), span });
+        st.stable_since = None;
+        BlockGuard { reg: self, id }
+    }
+
+    /// Called by blocked tasks between waits. Returns the report if the program is deadlocked.
+    pub fn check_deadlock(&self, sources: &dyn Fn(Span) -> String) -> Option<String> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let progress = self.progress.load(Ordering::Relaxed);
+        if let Some((_, report)) = &st.deadlock {
+            return Some(report.clone());
+        }
+        if st.live == 0 || st.blocked.len() < st.live {
+            st.stable_since = None;
+            return None;
+        }
+        match st.stable_since {
+            Some((p, since)) if p == progress => {
+                if since.elapsed() < QUIET {
+                    return None;
+                }
+            }
+            _ => {
+                st.stable_since = Some((progress, Instant::now()));
+                return None;
+            }
+        }
+        let mut lines: Vec<String> =
+            st.blocked.iter().map(|b| format!("  {} is blocked in {} at {}", b.who, b.what, sources(b.span))).collect();
+        lines.sort();
+        let report = lines.join("\n");
+        st.deadlock = Some((progress, report.clone()));
+        Some(report)
+    }
+}

@@ -1,0 +1,128 @@
+//! Task handles: the one kind of handle that `spawn`, `fork` and background commands return,
+//! so `wait`, timeouts and cancel work the same on all of them.
+
+use super::cancel::CancelToken;
+use crate::error::RuntimeError;
+use crate::value::{Object, Value};
+use crossbeam_channel::Sender;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+pub type TaskResult = Result<Value, Arc<RuntimeError>>;
+
+/// What runs the task, for the fields a handle shows.
+#[derive(Debug)]
+pub enum TaskKind {
+    Thread,
+    Process { pid: i32 },
+}
+
+pub struct Task {
+    pub id: u64,
+    pub name: Arc<str>,
+    pub span: crate::syntax::Span,
+    pub kind: Mutex<TaskKind>,
+    pub cancel: CancelToken,
+    result: Mutex<Option<TaskResult>>,
+    done: Condvar,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Someone has taken this task's outcome, so its scope need not report it again.
+    pub waited: AtomicBool,
+    pub detached: AtomicBool,
+    watchers: Mutex<Vec<(Sender<usize>, usize)>>,
+    /// Extra behaviour for processes and commands: how to kill, what status to show.
+    pub extra: Mutex<Option<Box<dyn TaskExtra>>>,
+}
+
+/// Hooks for tasks that are not plain threads.
+pub trait TaskExtra: Send + Sync {
+    fn field(&self, name: &str) -> Option<Value>;
+    fn kill(&self, signal: i32) -> Result<(), String>;
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<task {}>", self.name)
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Task {
+    pub fn new(name: impl Into<Arc<str>>, span: crate::syntax::Span, cancel: CancelToken, kind: TaskKind) -> Task {
+        Task {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: name.into(),
+            span,
+            kind: Mutex::new(kind),
+            cancel,
+            result: Mutex::new(None),
+            done: Condvar::new(),
+            thread: Mutex::new(None),
+            waited: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
+            watchers: Mutex::new(Vec::new()),
+            extra: Mutex::new(None),
+        }
+    }
+
+    pub fn set_thread(&self, h: JoinHandle<()>) {
+        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+    }
+
+    /// Record the outcome and wake everyone waiting for it.
+    pub fn finish(&self, r: TaskResult) {
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        self.done.notify_all();
+        for (tx, idx) in self.watchers.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = tx.send(idx);
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.result.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Wait up to `slice` for the outcome.
+    pub fn poll(&self, slice: std::time::Duration) -> Option<TaskResult> {
+        let guard = self.result.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self.done.wait_timeout_while(guard, slice, |r| r.is_none()).unwrap_or_else(|e| e.into_inner());
+        guard.clone()
+    }
+
+    pub fn outcome(&self) -> Option<TaskResult> {
+        self.result.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Send `idx` on `tx` when this task finishes (at once if it already has).
+    pub fn watch(&self, tx: Sender<usize>, idx: usize) {
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_done() {
+            let _ = tx.send(idx);
+        } else {
+            w.push((tx, idx));
+        }
+    }
+
+    /// Reclaim the OS thread once the task is done.
+    pub fn join_thread(&self) {
+        let h = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Object for Task {
+    fn type_name(&self) -> &'static str {
+        "task"
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn describe(&self) -> String {
+        let state = if self.is_done() { "done" } else { "running" };
+        format!("<task {} {state}>", self.name)
+    }
+}

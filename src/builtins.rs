@@ -322,7 +322,7 @@ fn table() -> &'static (Vec<(&'static str, Builtin)>, HashMap<&'static str, u32>
                 Ok(Value::Int(std::process::id() as i64))
             }),
         ];
-        list.extend_from_slice(crate::runtime::BUILTINS);
+        list.extend(crate::runtime::all_builtins());
         let index = list.iter().enumerate().map(|(i, (n, _))| (*n, i as u32)).collect();
         (list, index)
     })

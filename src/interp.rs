@@ -75,8 +75,10 @@ pub struct Interp {
     pub task_name: Arc<str>,
 }
 
-const STACK_RED_ZONE: usize = 128 * 1024;
-const STACK_GROWTH: usize = 4 * 1024 * 1024;
+/// The stack is checked every this many nested calls; the red zone covers the calls in between.
+const STACK_CHECK_EVERY: u32 = 16;
+const STACK_RED_ZONE: usize = 1024 * 1024;
+const STACK_GROWTH: usize = 8 * 1024 * 1024;
 
 /// How often (in loop iterations and calls) the interpreter checks for cancellation and limits.
 const POLL_INTERVAL: u32 = 1024;
@@ -169,7 +171,11 @@ impl Interp {
 
     #[inline]
     fn set(&mut self, var: &Var, value: Value) -> R<()> {
-        *self.slot_mut(var)? = value;
+        match var.slot {
+            Slot::Local(i) => self.stack[self.base + i as usize] = value,
+            Slot::Global(g) if (g as usize) < self.globals.len() => self.globals[g as usize] = value,
+            _ => *self.slot_mut(var)? = value,
+        }
         Ok(())
     }
 
@@ -201,20 +207,34 @@ impl Interp {
         Ok(())
     }
 
+    #[inline]
     fn exec(&mut self, stmt: &Stmt) -> R<Value> {
         match stmt {
             Stmt::Expr(e) => self.eval(e),
+            Stmt::Assign { place, op: AssignOp::Set, value, .. } if place.path.is_empty() => {
+                let v = self.eval(value)?;
+                self.set(&place.var, v)?;
+                Ok(Value::Nil)
+            }
             Stmt::Let { var, value } => {
                 let v = self.eval(value)?;
                 self.set(var, v)?;
                 Ok(Value::Nil)
             }
+            _ => self.exec_other(stmt),
+        }
+    }
+
+    #[inline(never)]
+    fn exec_other(&mut self, stmt: &Stmt) -> R<Value> {
+        match stmt {
+            Stmt::Expr(_) | Stmt::Let { .. } => self.exec(stmt),
             Stmt::Assign { place, op, value, span } => {
                 self.assign(place, *op, value, *span)?;
                 Ok(Value::Nil)
             }
             Stmt::While { cond, body, span } => {
-                while self.eval(cond)?.truthy() {
+                while self.cond(cond)? {
                     match self.exec_block(body) {
                         Ok(_) | Err(Unwind::Continue) => {}
                         Err(Unwind::Break) => break,
@@ -382,7 +402,7 @@ impl Interp {
             Expr::Binary { op, lhs, rhs, span } => self.binary(*op, lhs, rhs, *span),
             Expr::Call { callee, args, span } => self.call_expr(callee, args, *span),
             Expr::If { cond, then, otherwise, .. } => {
-                if self.eval(cond)?.truthy() {
+                if self.cond(cond)? {
                     self.exec_block(then)
                 } else if let Some(o) = otherwise {
                     self.eval(o)
@@ -390,6 +410,51 @@ impl Interp {
                     Ok(Value::Nil)
                 }
             }
+            _ => self.eval_other(expr),
+        }
+    }
+
+    /// A condition's truth, without building a `Value::Bool` for integer comparisons.
+    #[inline]
+    fn cond(&mut self, e: &Expr) -> R<bool> {
+        if let Expr::Binary { op, lhs, rhs, span } = e {
+            if matches!(op, BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne) {
+                let l = self.operand(lhs)?;
+                let r = self.operand(rhs)?;
+                if let (Value::Int(a), Value::Int(b)) = (&l, &r) {
+                    return Ok(match op {
+                        BinOp::Lt => a < b,
+                        BinOp::Le => a <= b,
+                        BinOp::Gt => a > b,
+                        BinOp::Ge => a >= b,
+                        BinOp::Eq => a == b,
+                        _ => a != b,
+                    });
+                }
+                return Ok(builtins::arith(*op, &l, &r, *span, lhs.span(), rhs.span())?.truthy());
+            }
+        }
+        Ok(self.eval(e)?.truthy())
+    }
+
+    /// Evaluate an operand, reading literals and variables without a full `eval` dispatch.
+    #[inline(always)]
+    fn operand(&mut self, e: &Expr) -> R<Value> {
+        match e {
+            Expr::Int(i, _) => Ok(Value::Int(*i)),
+            Expr::Var(v) => match v.slot {
+                Slot::Local(i) => Ok(self.stack[self.base + i as usize].clone()),
+                Slot::Global(g) if (g as usize) < self.globals.len() => Ok(self.globals[g as usize].clone()),
+                _ => self.slot(v),
+            },
+            _ => self.eval(e),
+        }
+    }
+
+    #[inline(never)]
+    fn eval_other(&mut self, expr: &Expr) -> R<Value> {
+        match expr {
+            Expr::Int(..) | Expr::Var(_) | Expr::Binary { .. } | Expr::Call { .. } | Expr::If { .. } => self.eval(expr),
             Expr::Nil(_) => Ok(Value::Nil),
             Expr::Bool(b, _) => Ok(Value::Bool(*b)),
             Expr::Float(f, _) => Ok(Value::Float(*f)),
@@ -486,14 +551,15 @@ impl Interp {
         }
     }
 
+    #[inline]
     fn binary(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr, span: Span) -> R<Value> {
-        let l = self.eval(lhs)?;
+        let l = self.operand(lhs)?;
         match op {
             BinOp::And => return if l.truthy() { self.eval(rhs) } else { Ok(l) },
             BinOp::Or => return if l.truthy() { Ok(l) } else { self.eval(rhs) },
             _ => {}
         }
-        let r = self.eval(rhs)?;
+        let r = self.operand(rhs)?;
         if let (Value::Int(a), Value::Int(b)) = (&l, &r) {
             let (a, b) = (*a, *b);
             let checked = match op {
@@ -567,28 +633,28 @@ impl Interp {
 
     /// Call a closure whose arguments are already on the stack from `base`.
     fn call_closure_at(&mut self, c: Arc<Closure>, base: usize, span: Span) -> R<Value> {
-        let def = &c.def;
+        let def: &FnDef = &c.def;
         let argc = self.stack.len() - base;
-        if argc != def.params.len() {
+        if argc != def.params.len() || self.depth >= self.max_depth {
             self.stack.truncate(base);
-            return Err(arity_error(def, argc, span).into());
-        }
-        if self.depth >= self.max_depth {
-            self.stack.truncate(base);
-            return Err(RuntimeError::new(ErrorKind::Limit, format!("call depth exceeded {} nested calls", self.max_depth), span)
-                .with_label(format!("calling `{}` here went too deep", def.name))
-                .with_help("is the recursion missing a base case?")
-                .into());
+            return Err(self.call_error(def, argc, span));
         }
         self.stack.resize(base + def.frame_size as usize, Value::Nil);
         let saved_base = std::mem::replace(&mut self.base, base);
-        let def = c.def.clone();
-        let saved_closure = std::mem::replace(&mut self.closure, Some(c));
+        // Only closures that capture, or name themselves, need to be reachable while they run.
+        let needs_closure = def.uses_self || !def.captures.is_empty();
+        let saved_closure = if needs_closure { std::mem::replace(&mut self.closure, Some(c.clone())) } else { None };
         self.depth += 1;
-        // Deep recursion runs on a stack grown on the heap, so no host thread can overflow.
-        let result = stacker::maybe_grow(STACK_RED_ZONE, STACK_GROWTH, || self.exec_block(&def.body));
+        let result = if self.depth % STACK_CHECK_EVERY == 0 {
+            // Deep recursion continues on a stack grown on the heap, so no host thread overflows.
+            stacker::maybe_grow(STACK_RED_ZONE, STACK_GROWTH, || self.exec_block(&def.body))
+        } else {
+            self.exec_block(&def.body)
+        };
         self.depth -= 1;
-        self.closure = saved_closure;
+        if needs_closure {
+            self.closure = saved_closure;
+        }
         self.base = saved_base;
         self.stack.truncate(base);
         self.tick(span)?;
@@ -602,6 +668,17 @@ impl Interp {
             }
             Err(Unwind::Break | Unwind::Continue) => Ok(Value::Nil),
         }
+    }
+
+    #[cold]
+    fn call_error(&self, def: &FnDef, argc: usize, span: Span) -> Unwind {
+        if argc != def.params.len() {
+            return arity_error(def, argc, span).into();
+        }
+        RuntimeError::new(ErrorKind::Limit, format!("call depth exceeded {} nested calls", self.max_depth), span)
+            .with_label(format!("calling `{}` here went too deep", def.name))
+            .with_help("is the recursion missing a base case?")
+            .into()
     }
 
     /// Call any callable value with already evaluated arguments.
@@ -745,4 +822,13 @@ fn arity_error(def: &FnDef, argc: usize, span: Span) -> RuntimeError {
 
 pub fn type_error(message: String, span: Span, v: &Value) -> Unwind {
     RuntimeError::new(ErrorKind::Type, message, span).with_label(format!("this is a {}", v.type_name())).into()
+}
+
+impl Interp {
+    /// Bind a value to a resolved variable; runtime constructs such as `select` use it for the
+    /// names they introduce.
+    pub fn bind_var(&mut self, var: &Var, value: Value) -> R<()> {
+        *self.slot_mut(var)? = value;
+        Ok(())
+    }
 }

@@ -44,6 +44,7 @@ struct FnScope {
     /// Captured names and where each comes from in the enclosing function.
     captures: Vec<(Name, Slot)>,
     self_name: Option<Name>,
+    uses_self: bool,
     /// The main program's frame: its outermost block declares globals.
     is_top: bool,
     loop_depth: u32,
@@ -51,7 +52,7 @@ struct FnScope {
 
 impl FnScope {
     fn new(self_name: Option<Name>, is_top: bool) -> FnScope {
-        FnScope { blocks: vec![vec![]], next_slot: 0, max_slot: 0, captures: vec![], self_name, is_top, loop_depth: 0 }
+        FnScope { blocks: vec![vec![]], next_slot: 0, max_slot: 0, captures: vec![], self_name, uses_self: false, is_top, loop_depth: 0 }
     }
 
     fn find_local(&self, name: &str) -> Option<u32> {
@@ -142,6 +143,7 @@ impl Resolver<'_> {
             }
         }
         if scope.self_name.as_deref() == Some(&**name) {
+            self.fns[depth].uses_self = true;
             return Some(Slot::SelfFn);
         }
         if let Some(i) = scope.captures.iter().position(|(n, _)| n == name) {
@@ -223,6 +225,7 @@ impl Resolver<'_> {
         let scope = self.fns.pop().expect("function scope");
         def.frame_size = scope.max_slot;
         def.captures = scope.captures.into_iter().map(|(_, s)| s).collect();
+        def.uses_self = scope.uses_self;
     }
 
     fn stmt(&mut self, stmt: &mut Stmt) {

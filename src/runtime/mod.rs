@@ -24,8 +24,16 @@ use task::Task;
 
 type Builtin = fn(&mut Interp, Args) -> R<Value>;
 
-/// Global functions contributed by the runtime.
-pub static BUILTINS: &[(&str, Builtin)] = &[
+/// Every global function the runtime contributes.
+pub fn all_builtins() -> Vec<(&'static str, Builtin)> {
+    let mut all = BUILTINS.to_vec();
+    all.extend_from_slice(sync::BUILTINS);
+    all.push(("pipe", channel::make_pipe));
+    all
+}
+
+/// Task helpers.
+static BUILTINS: &[(&str, Builtin)] = &[
     ("completed", |_, a| {
         a.expect("completed", 1, 2)?;
         let tasks = wait::tasks_of(&a.vals[0], a.span(0))?;

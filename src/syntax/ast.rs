@@ -83,6 +83,8 @@ pub struct FnDef {
     pub frame_size: u32,
     /// Filled by the resolver: where each captured value comes from in the enclosing frame.
     pub captures: Vec<Slot>,
+    /// Filled by the resolver: whether the body refers to itself by name.
+    pub uses_self: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -116,6 +116,21 @@ fn check_nesting(text: &str, file: u32) -> PResult<()> {
     Ok(())
 }
 
+/// A pair's children without the keyword tokens, which carry no information once parsed.
+fn kids(pair: Pair<Rule>) -> impl Iterator<Item = Pair<Rule>> {
+    pair.into_inner().filter(|p| !is_keyword_token(p.as_rule()))
+}
+
+fn is_keyword_token(rule: Rule) -> bool {
+    use Rule::*;
+    matches!(
+        rule,
+        k_let | k_fn | k_return | k_break | k_continue | k_import | k_as | k_while | k_for | k_in | k_if | k_else | k_try
+            | k_catch | k_spawn | k_fork | k_wait | k_lock | k_scope | k_pool | k_map | k_over | k_with | k_select | k_recv
+            | k_timeout | k_default
+    )
+}
+
 struct Builder {
     file: u32,
 }
@@ -133,7 +148,7 @@ impl Builder {
     fn stmt(&self, pair: Pair<Rule>) -> PResult<Stmt> {
         let span = self.span(&pair);
         let rule = pair.as_rule();
-        let mut inner = pair.into_inner();
+        let mut inner = kids(pair);
         Ok(match rule {
             Rule::let_stmt => {
                 let var = self.var(inner.next().unwrap());
@@ -144,7 +159,7 @@ impl Builder {
                 let name = self.var(inner.next().unwrap());
                 let params = self.params(inner.next().unwrap());
                 let body = self.block(inner.next().unwrap())?;
-                let def = FnDef { name: name.name.clone(), params, body, span, frame_size: 0, captures: vec![] };
+                let def = FnDef { name: name.name.clone(), params, body, span, frame_size: 0, captures: vec![], uses_self: false };
                 Stmt::Fn(Arc::new(def), name)
             }
             Rule::return_stmt => Stmt::Return { value: inner.next().map(|p| self.expr(p)).transpose()?, span },
@@ -194,14 +209,14 @@ impl Builder {
 
     fn place(&self, pair: Pair<Rule>) -> PResult<Place> {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner();
+        let mut inner = kids(pair);
         let var = self.var(inner.next().unwrap());
         let mut path = Vec::new();
         for step in inner {
             path.push(match step.as_rule() {
-                Rule::index_suffix => PathStep::Index(self.expr(step.into_inner().next().unwrap())?),
+                Rule::index_suffix => PathStep::Index(self.expr(kids(step).next().unwrap())?),
                 _ => {
-                    let name = step.into_inner().next().unwrap();
+                    let name = kids(step).next().unwrap();
                     PathStep::Field(name.as_str().into(), self.span(&name))
                 }
             });
@@ -210,12 +225,12 @@ impl Builder {
     }
 
     fn params(&self, pair: Pair<Rule>) -> Vec<Var> {
-        pair.into_inner().map(|p| self.var(p)).collect()
+        kids(pair).map(|p| self.var(p)).collect()
     }
 
     fn block(&self, pair: Pair<Rule>) -> PResult<Block> {
         let span = self.span(&pair);
-        let stmts = pair.into_inner().map(|p| self.stmt(p)).collect::<PResult<Vec<_>>>()?;
+        let stmts = kids(pair).map(|p| self.stmt(p)).collect::<PResult<Vec<_>>>()?;
         Ok(Block { stmts, span })
     }
 
@@ -228,7 +243,7 @@ impl Builder {
                 Block { span: e.span(), stmts: vec![Stmt::Expr(e)] }
             }
         };
-        Ok(Arc::new(FnDef { name: kind.into(), params: vec![], body, span, frame_size: 0, captures: vec![] }))
+        Ok(Arc::new(FnDef { name: kind.into(), params: vec![], body, span, frame_size: 0, captures: vec![], uses_self: false }))
     }
 
     fn expr(&self, pair: Pair<Rule>) -> PResult<Expr> {
@@ -273,13 +288,13 @@ impl Builder {
     }
 
     fn args(&self, pair: Pair<Rule>) -> PResult<Vec<Expr>> {
-        pair.into_inner().map(|p| self.expr(p)).collect()
+        kids(pair).map(|p| self.expr(p)).collect()
     }
 
     fn postfix(&self, lhs: Expr, op: Pair<Rule>) -> PResult<Expr> {
         let span = lhs.span().to(self.span(&op));
         let rule = op.as_rule();
-        let mut inner = op.into_inner();
+        let mut inner = kids(op);
         Ok(match rule {
             Rule::call_args => {
                 let args = inner.map(|p| self.expr(p)).collect::<PResult<Vec<_>>>()?;
@@ -324,12 +339,12 @@ impl Builder {
             Rule::string => self.string(pair)?,
             Rule::raw_string | Rule::plain_string => Expr::Str(unescape_plain(pair, self)?.into(), span),
             Rule::ident => Expr::Var(self.var(pair)),
-            Rule::paren => self.expr(pair.into_inner().next().unwrap())?,
+            Rule::paren => self.expr(kids(pair).next().unwrap())?,
             Rule::list => Expr::List(self.args(pair)?, span),
             Rule::map => {
                 let mut entries = Vec::new();
-                for entry in pair.into_inner() {
-                    let mut kv = entry.into_inner();
+                for entry in kids(pair) {
+                    let mut kv = kids(entry);
                     let key = kv.next().unwrap();
                     let key: Name = match key.as_rule() {
                         Rule::plain_string => unescape_plain(key, self)?.into(),
@@ -342,24 +357,24 @@ impl Builder {
             Rule::block => Expr::Block(Box::new(self.block(pair)?)),
             Rule::if_expr => self.if_expr(pair)?,
             Rule::try_expr => {
-                let mut inner = pair.into_inner();
+                let mut inner = kids(pair);
                 let body = self.block(inner.next().unwrap())?;
                 let var = self.var(inner.next().unwrap());
                 let handler = self.block(inner.next().unwrap())?;
                 Expr::Try { body: Box::new(body), var, handler: Box::new(handler), span }
             }
             Rule::fn_expr => {
-                let mut inner = pair.into_inner();
+                let mut inner = kids(pair);
                 let params = self.params(inner.next().unwrap());
                 let body = self.block(inner.next().unwrap())?;
-                Expr::Fn(Arc::new(FnDef { name: "<closure>".into(), params, body, span, frame_size: 0, captures: vec![] }))
+                Expr::Fn(Arc::new(FnDef { name: "<closure>".into(), params, body, span, frame_size: 0, captures: vec![], uses_self: false }))
             }
             Rule::spawn_expr => {
-                Expr::Spawn { body: self.task_body(pair.into_inner().next().unwrap(), "spawn", span)?, span }
+                Expr::Spawn { body: self.task_body(kids(pair).next().unwrap(), "spawn", span)?, span }
             }
-            Rule::fork_expr => Expr::Fork { body: self.task_body(pair.into_inner().next().unwrap(), "fork", span)?, span },
+            Rule::fork_expr => Expr::Fork { body: self.task_body(kids(pair).next().unwrap(), "fork", span)?, span },
             Rule::wait_expr => {
-                let mut inner = pair.into_inner().peekable();
+                let mut inner = kids(pair).peekable();
                 let any = inner.peek().is_some_and(|p| p.as_rule() == Rule::wait_any);
                 if any {
                     inner.next();
@@ -367,21 +382,21 @@ impl Builder {
                 Expr::Wait { any, target: Box::new(self.expr(inner.next().unwrap())?), span }
             }
             Rule::lock_expr => {
-                let mut inner = pair.into_inner();
+                let mut inner = kids(pair);
                 let target = self.expr(inner.next().unwrap())?;
                 let body = self.block(inner.next().unwrap())?;
                 Expr::Lock { target: Box::new(target), body: Box::new(body), span }
             }
-            Rule::scope_expr => Expr::Scope { body: Box::new(self.block(pair.into_inner().next().unwrap())?), span },
+            Rule::scope_expr => Expr::Scope { body: Box::new(self.block(kids(pair).next().unwrap())?), span },
             Rule::pool_expr => {
-                let mut inner = pair.into_inner();
+                let mut inner = kids(pair);
                 let func = self.expr(inner.next().unwrap())?;
                 let items = self.expr(inner.next().unwrap())?;
                 let options = inner.next().map(|p| self.expr(p)).transpose()?.map(Box::new);
                 Expr::PoolMap { func: Box::new(func), items: Box::new(items), options, span }
             }
             Rule::select_expr => {
-                let arms = pair.into_inner().map(|arm| self.select_arm(arm)).collect::<PResult<Vec<_>>>()?;
+                let arms = kids(pair).map(|arm| self.select_arm(arm)).collect::<PResult<Vec<_>>>()?;
                 Expr::Select { arms, span }
             }
             other => unreachable!("not a primary expression: {other:?}"),
@@ -389,10 +404,10 @@ impl Builder {
     }
 
     fn select_arm(&self, pair: Pair<Rule>) -> PResult<SelectArm> {
-        let arm = pair.into_inner().next().unwrap();
+        let arm = kids(pair).next().unwrap();
         let span = self.span(&arm);
         let rule = arm.as_rule();
-        let mut inner = arm.into_inner();
+        let mut inner = kids(arm);
         Ok(match rule {
             Rule::select_recv => {
                 let chan = self.expr(inner.next().unwrap())?;
@@ -410,7 +425,7 @@ impl Builder {
 
     fn if_expr(&self, pair: Pair<Rule>) -> PResult<Expr> {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner();
+        let mut inner = kids(pair);
         let cond = self.expr(inner.next().unwrap())?;
         let then = self.block(inner.next().unwrap())?;
         let otherwise = match inner.next() {
@@ -425,7 +440,7 @@ impl Builder {
         let span = self.span(&pair);
         let mut parts: Vec<StrPart> = Vec::new();
         let mut text = String::new();
-        for part in pair.into_inner() {
+        for part in kids(pair) {
             match part.as_rule() {
                 Rule::str_text => text.push_str(part.as_str()),
                 Rule::lbrace => text.push('{'),
@@ -436,7 +451,7 @@ impl Builder {
                     if !text.is_empty() {
                         parts.push(StrPart::Lit(std::mem::take(&mut text)));
                     }
-                    let mut inner = part.into_inner();
+                    let mut inner = kids(part);
                     let e = self.expr(inner.next().unwrap())?;
                     let spec = inner.next().map(|s| Arc::from(&s.as_str()[1..]));
                     parts.push(StrPart::Expr(e, spec));
@@ -456,7 +471,7 @@ impl Builder {
 
 fn unescape_plain(pair: Pair<Rule>, b: &Builder) -> PResult<String> {
     let mut out = String::new();
-    for part in pair.into_inner() {
+    for part in kids(pair) {
         match part.as_rule() {
             Rule::escape => out.push(unescape_char(&part, b)?),
             _ => out.push_str(part.as_str()),
@@ -489,6 +504,27 @@ fn unescape_char(pair: &Pair<Rule>, b: &Builder) -> PResult<char> {
 fn describe(rule: Rule) -> Option<&'static str> {
     use Rule::*;
     Some(match rule {
+        k_let => "`let`",
+        k_fn => "`fn`",
+        k_return => "`return`",
+        k_break => "`break`",
+        k_continue => "`continue`",
+        k_import => "`import`",
+        k_as => "`as`",
+        k_while => "`while`",
+        k_for => "`for`",
+        k_in => "`in`",
+        k_if => "`if`",
+        k_else => "`else`",
+        k_try => "`try`",
+        k_catch => "`catch`",
+        k_spawn | k_fork | k_wait | k_lock | k_scope | k_pool | k_select => "an expression",
+        k_map => "`map`",
+        k_over => "`over`",
+        k_with => "`with`",
+        k_recv => "`recv`",
+        k_timeout => "`timeout`",
+        k_default => "`default`",
         expr | primary | prefix | int | float | string | raw_string | true_lit | false_lit | nil_lit | list
         | map | paren | if_expr | try_expr | fn_expr | spawn_expr | fork_expr | wait_expr | lock_expr | scope_expr
         | pool_expr | select_expr | not_op | neg => "an expression",

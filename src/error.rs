@@ -145,19 +145,17 @@ pub struct Error {
     inner: Arc<RuntimeError>,
     sources: Arc<SourceMap>,
     source: Option<FileSource>,
-    stack_notes: Vec<Error>,
     related: Vec<Error>,
 }
 
 /// How many call-stack frames a diagnostic shows before summarising the rest.
-const SHOWN_FRAMES: usize = 4;
+const SHOWN_FRAMES: usize = 8;
 
 impl Error {
     pub fn new(inner: Arc<RuntimeError>, sources: Arc<SourceMap>) -> Error {
         let source = inner.span.and_then(|s| sources.get(s.file)).cloned().map(FileSource);
         let related = inner.related.iter().map(|r| Error::new(r.clone(), sources.clone())).collect();
-        let stack_notes = stack_notes(&inner, &sources);
-        Error { inner, sources, source, stack_notes, related }
+        Error { inner, sources, source, related }
     }
 
     /// An error with a message only, for faults outside any script (a missing file, say).
@@ -199,21 +197,50 @@ impl Error {
     }
 }
 
-fn stack_notes(inner: &RuntimeError, sources: &Arc<SourceMap>) -> Vec<Error> {
-    let frames = &inner.stack;
-    let mut notes: Vec<Error> = frames
-        .iter()
-        .take(SHOWN_FRAMES)
-        .map(|f| {
-            let note = RuntimeError::new(ErrorKind::User, format!("in `{}`, called from here", f.function), f.call_span);
-            Error::new(Arc::new(note), sources.clone())
-        })
-        .collect();
-    if frames.len() > SHOWN_FRAMES {
-        let more = RuntimeError::without_span(ErrorKind::User, format!("… and {} more calls", frames.len() - SHOWN_FRAMES));
-        notes.push(Error::new(Arc::new(more), sources.clone()));
+impl Error {
+    /// The conc call stack, innermost call first: each function and where it was called.
+    pub fn stack_trace(&self) -> Vec<(String, String)> {
+        self.inner
+            .stack
+            .iter()
+            .map(|f| {
+                let place = match self.sources.get(f.call_span.file) {
+                    Some(file) => {
+                        let (l, c) = file.line_col(f.call_span.start);
+                        format!("{}:{l}:{c}", file.name)
+                    }
+                    None => "<unknown>".into(),
+                };
+                (f.function.to_string(), place)
+            })
+            .collect()
     }
-    notes
+
+    /// The call stack as the footer of a rendered diagnostic.
+    fn stack_footer(&self) -> Option<String> {
+        let frames = self.stack_trace();
+        if frames.is_empty() {
+            return None;
+        }
+        // Recursion repeats one frame many times; show each run of repeats once, with a count.
+        let mut runs: Vec<(&(String, String), usize)> = Vec::new();
+        for f in &frames {
+            match runs.last_mut() {
+                Some((last, n)) if *last == f => *n += 1,
+                _ => runs.push((f, 1)),
+            }
+        }
+        let mut out = String::from("call stack (innermost first):");
+        for ((name, place), n) in runs.iter().take(SHOWN_FRAMES) {
+            let times = if *n > 1 { format!(" ({n} times)") } else { String::new() };
+            out.push_str(&format!("\n  in `{name}`, called at {place}{times}"));
+        }
+        if runs.len() > SHOWN_FRAMES {
+            let hidden: usize = runs[SHOWN_FRAMES..].iter().map(|(_, n)| n).sum();
+            out.push_str(&format!("\n  … and {hidden} more calls"));
+        }
+        Some(out)
+    }
 }
 
 impl fmt::Debug for Error {
@@ -257,10 +284,10 @@ impl Diagnostic for Error {
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
-        if self.related.is_empty() && self.stack_notes.is_empty() {
+        if self.related.is_empty() {
             return None;
         }
-        Some(Box::new(self.stack_notes.iter().chain(self.related.iter()).map(|e| e as &dyn Diagnostic)))
+        Some(Box::new(self.related.iter().map(|e| e as &dyn Diagnostic)))
     }
 }
 
@@ -291,10 +318,18 @@ impl SourceCode for FileSource {
 pub fn render(err: &Error, color: bool) -> String {
     use miette::{GraphicalReportHandler, GraphicalTheme};
     let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_context_lines(1);
+    let mut handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_context_lines(1);
+    if let Some(footer) = err.stack_footer() {
+        handler = handler.with_footer(footer);
+    }
     let mut out = String::new();
     if handler.render_report(&mut out, err).is_err() {
         out = format!("error: {}\n", err.message());
+    }
+    for related in &err.related {
+        if let Some(footer) = related.stack_footer() {
+            out.push_str(&format!("  (in the task) {}\n", footer.replace('\n', "\n  ")));
+        }
     }
     out
 }

@@ -63,7 +63,7 @@ impl Args {
     pub fn int(&self, i: usize, what: &str) -> R<i64> {
         match self.vals.get(i) {
             Some(Value::Int(n)) => Ok(*n),
-            Some(v) => Err(type_error(format!("`{what}` expects an int, got a {}", v.type_name()), self.span(i), v)),
+            Some(v) => Err(type_error(format!("`{what}` expects an int, got {}", crate::builtins::a_type(&v)), self.span(i), v)),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
@@ -72,7 +72,7 @@ impl Args {
         match self.vals.get(i) {
             Some(Value::Int(n)) => Ok(*n as f64),
             Some(Value::Float(f)) => Ok(*f),
-            Some(v) => Err(type_error(format!("`{what}` expects a number, got a {}", v.type_name()), self.span(i), v)),
+            Some(v) => Err(type_error(format!("`{what}` expects a number, got {}", crate::builtins::a_type(&v)), self.span(i), v)),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
@@ -80,14 +80,14 @@ impl Args {
     pub fn str(&self, i: usize, what: &str) -> R<Arc<str>> {
         match self.vals.get(i) {
             Some(Value::Str(s)) => Ok(s.clone()),
-            Some(v) => Err(type_error(format!("`{what}` expects a string, got a {}", v.type_name()), self.span(i), v)),
+            Some(v) => Err(type_error(format!("`{what}` expects a string, got {}", crate::builtins::a_type(&v)), self.span(i), v)),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
 
     pub fn list(&self, i: usize, what: &str) -> R<Arc<Vec<Value>>> {
         match self.vals.get(i) {
-            Some(v) => to_list(v).map_err(|_| type_error(format!("`{what}` expects a list, got a {}", v.type_name()), self.span(i), v)),
+            Some(v) => to_list(v).map_err(|_| type_error(format!("`{what}` expects a list, got {}", crate::builtins::a_type(&v)), self.span(i), v)),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
@@ -367,6 +367,13 @@ fn annotate_item(e: Unwind, idx: usize) -> Unwind {
     }
 }
 
+/// "a string", "an int": the type name with its article, for messages.
+pub fn a_type(v: &Value) -> String {
+    let t = v.type_name();
+    let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {t}")
+}
+
 pub fn io_error(e: &std::io::Error, what: &str, span: Span) -> Unwind {
     let reason = match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
@@ -411,7 +418,7 @@ fn b_len(_: &mut Interp, a: Args) -> R<Value> {
         Value::List(l) => l.len(),
         Value::Map(m) => m.len(),
         Value::Range(r) => r.len(),
-        v => return Err(type_error(format!("a {} has no length", v.type_name()), a.span(0), v)),
+        v => return Err(type_error(format!("{} has no length", a_type(v)), a.span(0), v)),
     };
     Ok(Value::Int(n as i64))
 }
@@ -440,7 +447,7 @@ fn b_int(_: &mut Interp, a: Args) -> R<Value> {
                 .with_label("not a whole number")
                 .into()
         }),
-        v => Err(type_error(format!("cannot convert a {} to an int", v.type_name()), a.span(0), v)),
+        v => Err(type_error(format!("cannot convert {} to an int", crate::builtins::a_type(&v)), a.span(0), v)),
     }
 }
 
@@ -454,7 +461,7 @@ fn b_float(_: &mut Interp, a: Args) -> R<Value> {
                 .with_label("not a number")
                 .into()
         }),
-        v => Err(type_error(format!("cannot convert a {} to a float", v.type_name()), a.span(0), v)),
+        v => Err(type_error(format!("cannot convert {} to a float", crate::builtins::a_type(&v)), a.span(0), v)),
     }
 }
 
@@ -557,7 +564,7 @@ fn extreme(i: &mut Interp, a: Args, what: &str, want: Ordering) -> R<Value> {
             Some(b) => match v.compare(b) {
                 Some(o) if o == want => Some(v),
                 Some(_) => Some(b),
-                None => return fail(ErrorKind::Type, format!("cannot compare a {} with a {}", v.type_name(), b.type_name()), a.call),
+                None => return fail(ErrorKind::Type, format!("cannot compare {} with {}", crate::builtins::a_type(&v), crate::builtins::a_type(&b)), a.call),
             },
         };
     }
@@ -617,7 +624,7 @@ pub fn arith(op: BinOp, l: &Value, r: &Value, span: Span, lspan: Span, rspan: Sp
         BinOp::Ne => return Ok(Bool(!l.equals(r))),
         BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
             let ord = l.compare(r).ok_or_else(|| -> Unwind {
-                RuntimeError::new(ErrorKind::Type, format!("cannot compare a {} with a {}", l.type_name(), r.type_name()), span)
+                RuntimeError::new(ErrorKind::Type, format!("cannot compare {} with {}", crate::builtins::a_type(&l), crate::builtins::a_type(&r)), span)
                     .with_label(format!("{} {} {}", l.type_name(), op.symbol(), r.type_name()))
                     .into()
             })?;
@@ -638,13 +645,10 @@ pub fn arith(op: BinOp, l: &Value, r: &Value, span: Span, lspan: Span, rspan: Sp
             return Err(div_zero())
         }
         (BinOp::Div, Int(a), Int(b)) => Some(Float(*a as f64 / *b as f64)),
-        (BinOp::FloorDiv, Int(a), Int(b)) => a.checked_div_euclid(*b).map(|q| {
-            // Floor division rounds toward negative infinity, as in Python.
-            if (a % b != 0) && ((*a < 0) != (*b < 0)) && q * b > *a {
-                Int(q)
-            } else {
-                Int(a.div_euclid(*b) - if *b < 0 && a.rem_euclid(*b) != 0 { 1 } else { 0 })
-            }
+        (BinOp::Pipe, Int(_), Int(_)) => return Err(operand_error(op, l, r, span, lspan, rspan)),
+        (BinOp::FloorDiv, Int(a), Int(b)) => a.checked_div(*b).map(|q| {
+            // Round toward negative infinity, as Python does.
+            Int(if a % b != 0 && ((*a < 0) != (*b < 0)) { q - 1 } else { q })
         }),
         (BinOp::Rem, Int(a), Int(b)) => a.checked_rem(*b).map(|m| Int(if m != 0 && ((m < 0) != (*b < 0)) { m + b } else { m })),
         (BinOp::Add, Str(a), Str(b)) => Some(Value::str(format!("{a}{b}"))),
@@ -679,7 +683,7 @@ pub fn arith(op: BinOp, l: &Value, r: &Value, span: Span, lspan: Span, rspan: Sp
                 BinOp::FloorDiv => Some(Float((a / b).floor())),
                 BinOp::Rem if b == 0.0 => return Err(div_zero()),
                 BinOp::Rem => Some(Float(a - b * (a / b).floor())),
-                _ => None,
+                _ => return Err(operand_error(op, l, r, span, lspan, rspan)),
             }
         }
         _ => return Err(operand_error(op, l, r, span, lspan, rspan)),
@@ -694,7 +698,7 @@ pub fn arith(op: BinOp, l: &Value, r: &Value, span: Span, lspan: Span, rspan: Sp
 fn operand_error(op: BinOp, l: &Value, r: &Value, span: Span, _lspan: Span, _rspan: Span) -> Unwind {
     let mut e = RuntimeError::new(
         ErrorKind::Type,
-        format!("cannot apply `{}` to a {} and a {}", op.symbol(), l.type_name(), r.type_name()),
+        format!("cannot apply `{}` to {} and {}", op.symbol(), crate::builtins::a_type(&l), crate::builtins::a_type(&r)),
         span,
     )
     .with_label(format!("{} {} {}", l.type_name(), op.symbol(), r.type_name()));
@@ -759,12 +763,12 @@ pub fn index(target: &Value, idx: &Value, span: Span, idx_span: Span) -> R<Value
         (Value::Range(r), Value::Int(i)) => list_index(r.len(), *i).and_then(|i| r.get(i)).map(Value::Int).ok_or_else(|| index_error(*i, r.len(), idx_span)),
         (Value::Map(m), k) => match Key::from_value(k) {
             Some(key) => m.get(&key).cloned().ok_or_else(|| key_error(m, k, idx_span)),
-            None => Err(type_error(format!("a {} cannot be a map key", k.type_name()), idx_span, k)),
+            None => Err(type_error(format!("{} cannot be a map key", crate::builtins::a_type(&k)), idx_span, k)),
         },
         (Value::List(_) | Value::Str(_) | Value::Range(_) | Value::Bytes(_), other) => {
-            Err(type_error(format!("indexes must be ints, not a {}", other.type_name()), idx_span, other))
+            Err(type_error(format!("indexes must be ints, not {}", crate::builtins::a_type(&other)), idx_span, other))
         }
-        (other, _) => Err(type_error(format!("a {} cannot be indexed", other.type_name()), span, other)),
+        (other, _) => Err(type_error(format!("{} cannot be indexed", crate::builtins::a_type(&other)), span, other)),
     }
 }
 
@@ -780,8 +784,8 @@ pub fn field(target: &Value, name: &str, span: Span) -> R<Value> {
             _ => return fail(ErrorKind::Key, format!("an error has no field `{name}`"), span).map_err(|e| with_help(e, "errors have `message`, `kind`, `data` and `related`")),
         }),
         Value::Object(_) => crate::runtime::object_field(target, name, span),
-        other => Err(RuntimeError::new(ErrorKind::Type, format!("a {} has no field `{name}`", other.type_name()), span)
-            .with_label(format!("this is a {}", other.type_name()))
+        other => Err(RuntimeError::new(ErrorKind::Type, format!("{} has no field `{name}`", crate::builtins::a_type(&other)), span)
+            .with_label(format!("this is {}", crate::builtins::a_type(&other)))
             .with_help(if matches!(other, Value::Str(_) | Value::List(_)) { format!("to call a method, add parentheses: `.{name}()`") } else { "fields exist on maps, errors and runtime objects".into() })
             .into()),
     }
@@ -797,26 +801,36 @@ fn with_help(e: Unwind, help: &str) -> Unwind {
     }
 }
 
-/// Walk `path` inside `root` for an in-place change, creating missing map keys on the way.
+/// Walk `path` inside `root` for an in-place change. Only the last step may add a new map
+/// key, so a failed assignment never leaves half-built structure behind.
 pub fn navigate_mut<'a>(root: &'a mut Value, path: &[(Value, Span)], span: Span) -> R<&'a mut Value> {
     let mut cur = root;
-    for (k, kspan) in path {
+    for (step, (k, kspan)) in path.iter().enumerate() {
+        let last = step + 1 == path.len();
         cur = match cur {
             Value::List(l) => {
                 let Value::Int(i) = k else {
-                    return Err(type_error(format!("indexes must be ints, not a {}", k.type_name()), *kspan, k));
+                    if let Value::Str(name) = k {
+                        return Err(RuntimeError::new(ErrorKind::Type, format!("a list has no field `{name}`"), *kspan)
+                            .with_label("lists are indexed with ints")
+                            .into());
+                    }
+                    return Err(type_error(format!("indexes must be ints, not {}", crate::builtins::a_type(&k)), *kspan, k));
                 };
                 let len = l.len();
                 let idx = list_index(len, *i).ok_or_else(|| index_error(*i, len, *kspan))?;
                 &mut Arc::make_mut(l)[idx]
             }
             Value::Map(m) => {
-                let key = Key::from_value(k).ok_or_else(|| type_error(format!("a {} cannot be a map key", k.type_name()), *kspan, k))?;
+                let key = Key::from_value(k).ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(&k)), *kspan, k))?;
+                if !last && !m.contains_key(&key) {
+                    return Err(key_error(m, k, *kspan));
+                }
                 Arc::make_mut(m).entry(key).or_insert(Value::Nil)
             }
             other => {
-                return Err(RuntimeError::new(ErrorKind::Type, format!("cannot change part of a {}", other.type_name()), span)
-                    .with_label(format!("this is a {}", other.type_name()))
+                return Err(RuntimeError::new(ErrorKind::Type, format!("cannot change part of {}", crate::builtins::a_type(&other)), span)
+                    .with_label(format!("this is {}", crate::builtins::a_type(&other)))
                     .into())
             }
         };
@@ -885,7 +899,7 @@ pub fn call_mut_method(interp: &mut Interp, target: &mut Value, name: &str, name
             match name {
                 "set" | "insert" => {
                     a.expect(name, 2, 2)?;
-                    let key = Key::from_value(&a.vals[0]).ok_or_else(|| type_error(format!("a {} cannot be a map key", a.vals[0].type_name()), a.span(0), &a.vals[0]))?;
+                    let key = Key::from_value(&a.vals[0]).ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(&a.vals[0])), a.span(0), &a.vals[0]))?;
                     map.insert(key, a.vals[1].clone());
                     Ok(Value::Nil)
                 }
@@ -906,7 +920,7 @@ pub fn call_mut_method(interp: &mut Interp, target: &mut Value, name: &str, name
                     a.expect("extend", 1, 1)?;
                     match &a.vals[0] {
                         Value::Map(other) => map.extend(other.iter().map(|(k, v)| (k.clone(), v.clone()))),
-                        v => return Err(type_error(format!("`extend` on a map expects a map, got a {}", v.type_name()), a.span(0), v)),
+                        v => return Err(type_error(format!("`extend` on a map expects a map, got {}", crate::builtins::a_type(&v)), a.span(0), v)),
                     }
                     Ok(Value::Nil)
                 }
@@ -924,7 +938,7 @@ pub fn call_mut_method(interp: &mut Interp, target: &mut Value, name: &str, name
 
 fn no_method(v: &Value, name: &str, span: Span) -> R<Value> {
     let known = methods_of(v);
-    let mut e = RuntimeError::new(ErrorKind::Type, format!("a {} has no method `{name}`", v.type_name()), span).with_label("unknown method");
+    let mut e = RuntimeError::new(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(&v)), span).with_label("unknown method");
     let best = known.iter().map(|m| (strsim::jaro_winkler(name, m), m)).filter(|(s, _)| *s > 0.8).max_by(|a, b| a.0.total_cmp(&b.0));
     if let Some((_, m)) = best {
         e = e.with_help(format!("did you mean `{m}`?"));
@@ -1265,7 +1279,7 @@ fn list_method(interp: &mut Interp, l: Arc<Vec<Value>>, name: &str, name_span: S
 fn map_method(interp: &mut Interp, m: &Arc<crate::value::Map>, name: &str, name_span: Span, a: Args, recv: &Value) -> R<Value> {
     let key = |i: usize| -> R<Key> {
         let v = a.vals.get(i).ok_or_else(|| -> Unwind { RuntimeError::new(ErrorKind::Type, format!("`{name}` needs a key"), a.call).into() })?;
-        Key::from_value(v).ok_or_else(|| type_error(format!("a {} cannot be a map key", v.type_name()), a.span(i), v))
+        Key::from_value(v).ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(&v)), a.span(i), v))
     };
     Ok(match name {
         "len" => Value::Int(m.len() as i64),
@@ -1286,7 +1300,7 @@ fn map_method(interp: &mut Interp, m: &Arc<crate::value::Map>, name: &str, name_
             let mut out = (**m).clone();
             match &a.vals[0] {
                 Value::Map(other) => out.extend(other.iter().map(|(k, v)| (k.clone(), v.clone()))),
-                v => return Err(type_error(format!("`merge` expects a map, got a {}", v.type_name()), a.span(0), v)),
+                v => return Err(type_error(format!("`merge` expects a map, got {}", crate::builtins::a_type(&v)), a.span(0), v)),
             }
             Value::Map(Arc::new(out))
         }
@@ -1449,7 +1463,12 @@ pub fn format_template(template: &str, args: &[Value], span: Span) -> R<String> 
                     })?
                 };
                 let v = args.get(idx).ok_or_else(|| -> Unwind {
-                    RuntimeError::new(ErrorKind::Value, format!("format string needs argument {idx} but only {} were given", args.len()), span).into()
+                    let given = match args.len() {
+                        0 => "no arguments were given".to_string(),
+                        1 => "only 1 argument was given".to_string(),
+                        n => format!("only {n} arguments were given"),
+                    };
+                    RuntimeError::new(ErrorKind::Value, format!("format string has a hole for argument {} but {given}", idx + 1), span).into()
                 })?;
                 out.push_str(&format_with_spec(v, spec, span)?);
             }

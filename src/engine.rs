@@ -496,7 +496,14 @@ impl ModuleLoader for Loader<'_> {
         let file = self.shared.sources.write().unwrap_or_else(|e| e.into_inner()).add(name.clone(), text.clone());
         let mut stmts = parse_in_big_stack(&text, file)?;
         let mut scope = GlobalScope::default();
-        let frame_size = resolve_program(&mut stmts, &mut scope, self).map_err(|mut errs| errs.remove(0))?;
+        // A module's own relative imports resolve against the module's directory.
+        let saved_base = self.base_dir.clone();
+        if !path.starts_with("std/") {
+            self.base_dir = std::path::Path::new(&name).parent().map(|p| p.to_path_buf());
+        }
+        let resolved = resolve_program(&mut stmts, &mut scope, self);
+        self.base_dir = saved_base;
+        let frame_size = resolved.map_err(|mut errs| errs.remove(0))?;
         let mut modules = self.shared.modules.write().unwrap_or_else(|e| e.into_inner());
         modules.push(Arc::new(Module { name, stmts, frame_size, scope }));
         let id = (modules.len() - 1) as u32;

@@ -26,7 +26,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Evaluate CODE and exit.
-    #[arg(short = 'e', long = "eval", value_name = "CODE", conflicts_with = "file")]
+    #[arg(short = 'e', long = "eval", value_name = "CODE")]
     eval: Option<String>,
     /// The script to run.
     file: Option<PathBuf>,
@@ -69,7 +69,12 @@ fn dispatch(cli: Cli) -> u8 {
         (Some(Command::Run { file, args }), _, _) => run_file(&file, args),
         (Some(Command::Check { files }), _, _) => check_files(&files),
         (Some(Command::Repl), _, _) => repl::run(),
-        (None, Some(code), _) => run_source("<eval>", &code, cli.args, None),
+        (None, Some(code), file) => {
+            // With -e, every positional argument belongs to the code as `args`.
+            let mut args: Vec<String> = file.map(|f| f.display().to_string()).into_iter().collect();
+            args.extend(cli.args);
+            run_source("<eval>", &code, args, None)
+        }
         (None, None, Some(file)) => run_file(&file, cli.args),
         (None, None, None) => repl::run(),
     }

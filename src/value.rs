@@ -242,6 +242,9 @@ impl Hash for Value {
 fn write_float(out: &mut impl fmt::Write, f: f64) -> fmt::Result {
     if f.is_finite() && f == f.trunc() && f.abs() < 1e16 {
         write!(out, "{f:.1}")
+    } else if f.is_finite() && f == f.trunc() {
+        // Large whole floats in exponent form, so they never read as ints.
+        write!(out, "{f:e}")
     } else if f.is_nan() {
         write!(out, "nan")
     } else if f.is_infinite() {

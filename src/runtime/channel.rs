@@ -191,8 +191,8 @@ pub fn select(interp: &mut Interp, arms: &[SelectArm], span: Span) -> R<Value> {
             SelectArm::Recv { chan, .. } => {
                 let c = interp.eval(chan)?;
                 if channel_of(&c).is_none() {
-                    return Err(RuntimeError::new(ErrorKind::Type, format!("`select` receives from channels, not a {}", c.type_name()), chan.span())
-                        .with_label(format!("this is a {}", c.type_name()))
+                    return Err(RuntimeError::new(ErrorKind::Type, format!("`select` receives from channels, not {}", crate::builtins::a_type(&c)), chan.span())
+                        .with_label(format!("this is {}", crate::builtins::a_type(&c)))
                         .into());
                 }
                 chans.push((i, c));
@@ -202,7 +202,7 @@ pub fn select(interp: &mut Interp, arms: &[SelectArm], span: Span) -> R<Value> {
                 let secs_f = match s {
                     Value::Int(n) => n as f64,
                     Value::Float(f) => f,
-                    other => return Err(crate::interp::type_error(format!("a timeout is a number of seconds, not a {}", other.type_name()), secs.span(), &other)),
+                    other => return Err(crate::interp::type_error(format!("a timeout is a number of seconds, not {}", crate::builtins::a_type(&other)), secs.span(), &other)),
                 };
                 timeout = Some((Duration::from_secs_f64(secs_f.max(0.0)), i));
             }

@@ -85,7 +85,7 @@ pub fn object_field(v: &Value, name: &str, span: Span) -> R<Value> {
 }
 
 fn no_field(v: &Value, name: &str, span: Span, help: &str) -> R<Value> {
-    let e = RuntimeError::new(ErrorKind::Key, format!("a {} has no field `{name}`", v.type_name()), span).with_label("unknown field");
+    let e = RuntimeError::new(ErrorKind::Key, format!("{} has no field `{name}`", crate::builtins::a_type(&v)), span).with_label("unknown field");
     Err(if help.is_empty() { e } else { e.with_help(help) }.into())
 }
 
@@ -99,7 +99,7 @@ pub fn object_method(interp: &mut Interp, v: &Value, name: &str, name_span: Span
     if let Some(r) = sync::method(interp, v, name, name_span, &a) {
         return r;
     }
-    fail(ErrorKind::Type, format!("a {} has no method `{name}`", v.type_name()), name_span)
+    fail(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(&v)), name_span)
 }
 
 fn task_method(interp: &mut Interp, t: &Arc<Task>, name: &str, name_span: Span, a: Args) -> R<Value> {
@@ -150,7 +150,7 @@ pub fn iterate_next(interp: &mut Interp, v: &Value, span: Span) -> R<Option<Valu
     if let Some(r) = channel::iterate_next(interp, v, span) {
         return r;
     }
-    fail(ErrorKind::Type, format!("cannot iterate over a {}", v.type_name()), span)
+    fail(ErrorKind::Type, format!("cannot iterate over {}", crate::builtins::a_type(&v)), span)
 }
 
 /// Child processes this conc process started and has not yet reaped, so a forced exit can kill them.

@@ -20,12 +20,14 @@ struct State {
     live: usize,
     blocked: Vec<Blocked>,
     /// Set once a deadlock has been declared: everyone blocked then fails with this report.
-    deadlock: Option<(u64, String)>,
+    /// The report, and whether the main task was among the blocked (then only it raises).
+    deadlock: Option<(String, bool)>,
     stable_since: Option<(u64, Instant)>,
 }
 
 struct Blocked {
     id: u64,
+    root: bool,
     who: String,
     what: String,
     span: Span,
@@ -69,20 +71,24 @@ impl Registry {
         self.progress.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn block(&self, who: &str, what: &str, span: Span) -> BlockGuard<'_> {
+    /// Register a blocked call. `root` marks the main task: it is the one that reports a
+    /// deadlock, so the report does not depend on which thread notices first.
+    pub fn block(&self, who: &str, what: &str, span: Span, root: bool) -> BlockGuard<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.blocked.push(Blocked { id, who: who.to_string(), what: what.to_string(), span });
+        st.blocked.push(Blocked { id, root, who: who.to_string(), what: what.to_string(), span });
         st.stable_since = None;
         BlockGuard { reg: self, id }
     }
 
-    /// Called by blocked tasks between waits. Returns the report if the program is deadlocked.
-    pub fn check_deadlock(&self, sources: &dyn Fn(Span) -> String) -> Option<String> {
+    /// Called by blocked tasks between waits. Returns the report if the program is deadlocked
+    /// and the caller is the one to raise it: the main task, or anyone when main is not blocked.
+    pub fn check_deadlock(&self, root: bool, sources: &dyn Fn(Span) -> String) -> Option<String> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let progress = self.progress.load(Ordering::Relaxed);
-        if let Some((_, report)) = &st.deadlock {
-            return Some(report.clone());
+        let root_blocked = st.blocked.iter().any(|b| b.root);
+        if let Some((report, root_reports)) = &st.deadlock {
+            return (root || !root_reports).then(|| report.clone());
         }
         if st.live == 0 || st.blocked.len() < st.live {
             st.stable_since = None;
@@ -103,7 +109,7 @@ impl Registry {
             st.blocked.iter().map(|b| format!("  {} is blocked in {} at {}", b.who, b.what, sources(b.span))).collect();
         lines.sort();
         let report = lines.join("\n");
-        st.deadlock = Some((progress, report.clone()));
-        Some(report)
+        st.deadlock = Some((report.clone(), root_blocked));
+        (root || !root_blocked).then_some(report)
     }
 }

@@ -384,8 +384,8 @@ pub fn with_lock(interp: &mut Interp, l: &Value, body: &Block, span: Span, targe
         (Some(lock), _) => &lock.0,
         (_, Some(c)) => &c.lock,
         _ => {
-            return Err(RuntimeError::new(ErrorKind::Type, format!("`lock` needs a mutex, rlock, semaphore or condition, not a {}", l.type_name()), target)
-                .with_label(format!("this is a {}", l.type_name()))
+            return Err(RuntimeError::new(ErrorKind::Type, format!("`lock` needs a mutex, rlock, semaphore or condition, not {}", crate::builtins::a_type(&l)), target)
+                .with_label(format!("this is {}", crate::builtins::a_type(&l)))
                 .with_help("make one with `mutex()`, `rlock()`, `semaphore(n)` or `condition()`")
                 .into())
         }
@@ -481,8 +481,8 @@ pub fn method(interp: &mut Interp, v: &Value, name: &str, name_span: Span, a: &A
 }
 
 fn unknown(v: &Value, name: &str, span: Span, has: &str) -> R<Value> {
-    Err(RuntimeError::new(ErrorKind::Type, format!("a {} has no method `{name}`", v.type_name()), span)
+    Err(RuntimeError::new(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(&v)), span)
         .with_label("unknown method")
-        .with_help(format!("a {} has {has}", v.type_name()))
+        .with_help(format!("{} has {has}", crate::builtins::a_type(&v)))
         .into())
 }

@@ -27,7 +27,8 @@ pub fn block_on<T>(
     }
     let deadline = timeout.map(|t| Instant::now() + t);
     let registry = &interp.shared.tasks;
-    let _guard = timeout.is_none().then(|| registry.block(&interp.task_name, what, span));
+    let root = &*interp.task_name == "main";
+    let _guard = timeout.is_none().then(|| registry.block(&interp.task_name, what, span, root));
     loop {
         interp.check_cancel(span)?;
         let slice = match deadline {
@@ -45,7 +46,7 @@ pub fn block_on<T>(
         }
         if deadline.is_none() {
             let describe = |s: Span| interp.shared.describe_span(s);
-            if let Some(report) = registry.check_deadlock(&describe) {
+            if let Some(report) = registry.check_deadlock(root, &describe) {
                 return Err(RuntimeError::new(ErrorKind::Deadlock, "deadlock: every task is blocked and none can continue", span)
                     .with_label(format!("{} is blocked here forever", interp.task_name))
                     .with_help(format!("blocked tasks:\n{report}\nacquire locks in one global order, or pass a timeout"))
@@ -103,8 +104,8 @@ fn as_task(v: &Value, span: Span) -> R<Arc<Task>> {
             let any: Arc<dyn std::any::Any + Send + Sync> = o.clone();
             Ok(any.downcast::<Task>().expect("checked above"))
         }
-        other => Err(RuntimeError::new(ErrorKind::Type, format!("`wait` expects a task or a list of tasks, got a {}", other.type_name()), span)
-            .with_label(format!("this is a {}", other.type_name()))
+        other => Err(RuntimeError::new(ErrorKind::Type, format!("`wait` expects a task or a list of tasks, got {}", crate::builtins::a_type(&other)), span)
+            .with_label(format!("this is {}", crate::builtins::a_type(&other)))
             .with_help("tasks come from `spawn`, `fork` and `start(...)`")
             .into()),
     }

@@ -314,8 +314,35 @@ impl SourceCode for FileSource {
     }
 }
 
+/// Lines longer than this are not quoted in a diagnostic; the location is given instead.
+const MAX_QUOTED_LINE: usize = 400;
+
+impl Error {
+    /// The same error without its source snippet, when the offending line is too long to show.
+    fn without_huge_snippet(&self) -> Option<Error> {
+        self.source.as_ref()?;
+        let span = self.inner.span?;
+        let file = self.sources.get(span.file)?;
+        let start = file.text[..span.start as usize].rfind('\n').map_or(0, |i| i + 1);
+        let end = file.text[span.start as usize..].find('\n').map_or(file.text.len(), |i| i + span.start as usize);
+        if end - start <= MAX_QUOTED_LINE {
+            return None;
+        }
+        let (_, line, col) = self.location()?;
+        let mut plain = self.clone();
+        plain.source = None;
+        let mut inner = (*self.inner).clone();
+        inner.message = format!("{} (at {}:{line}:{col}; the line is too long to quote)", inner.message, file.name);
+        plain.inner = Arc::new(inner);
+        Some(plain)
+    }
+}
+
 /// Render an error the way the CLI prints it: colour only when `color` is set.
 pub fn render(err: &Error, color: bool) -> String {
+    if let Some(plain) = err.without_huge_snippet() {
+        return render(&plain, color);
+    }
     use miette::{GraphicalReportHandler, GraphicalTheme};
     let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
     let mut handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_context_lines(1);

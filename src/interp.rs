@@ -61,9 +61,9 @@ pub struct Interp {
     pub globals: Vec<Value>,
     /// The export map of each module once its top level has run in this thread's world.
     pub modules: Vec<Option<Value>>,
-    stack: Vec<Value>,
-    base: usize,
-    closure: Option<Arc<Closure>>,
+    pub(crate) stack: Vec<Value>,
+    pub(crate) base: usize,
+    pub(crate) closure: Option<Arc<Closure>>,
     depth: u32,
     ticks: u32,
     ops: u64,
@@ -122,7 +122,10 @@ impl Interp {
                 }
             }
         }
-        let result = self.exec_stmts(stmts);
+        // The top level is compiled on each run; function bodies are compiled on their first call.
+        let code = crate::compile::unit(stmts);
+        let main = crate::compile::unit_def(frame_size);
+        let result = code(self, &main);
         self.stack.truncate(self.base);
         self.base = saved_base;
         result
@@ -147,7 +150,7 @@ impl Interp {
     }
 
     #[inline]
-    fn slot(&self, var: &Var) -> R<Value> {
+    pub(crate) fn slot(&self, var: &Var) -> R<Value> {
         Ok(match var.slot {
             Slot::Local(i) => self.stack[self.base + i as usize].clone(),
             Slot::Global(g) => self.globals.get(g as usize).cloned().unwrap_or_default(),
@@ -170,7 +173,7 @@ impl Interp {
     }
 
     #[inline]
-    fn set(&mut self, var: &Var, value: Value) -> R<()> {
+    pub(crate) fn set(&mut self, var: &Var, value: Value) -> R<()> {
         match var.slot {
             Slot::Local(i) => self.stack[self.base + i as usize] = value,
             Slot::Global(g) if (g as usize) < self.globals.len() => self.globals[g as usize] = value,
@@ -208,7 +211,7 @@ impl Interp {
     }
 
     #[inline]
-    fn exec(&mut self, stmt: &Stmt) -> R<Value> {
+    pub(crate) fn exec(&mut self, stmt: &Stmt) -> R<Value> {
         match stmt {
             Stmt::Expr(e) => self.eval(e),
             Stmt::Assign { place, op: AssignOp::Set, value, .. } if place.path.is_empty() => {
@@ -246,7 +249,10 @@ impl Interp {
             }
             Stmt::For { key, value, iter, body, span } => {
                 let it = self.eval(iter)?;
-                self.for_loop(key, value.as_ref(), it, body, *span, iter.span())?;
+                self.for_loop(key, value.as_ref(), it, *span, iter.span(), |me| {
+                    me.exec_block(body)?;
+                    Ok(())
+                })?;
                 Ok(Value::Nil)
             }
             Stmt::Fn(def, var) => {
@@ -274,7 +280,7 @@ impl Interp {
     }
 
     /// Run a module's top level once per world and return its exports as a map.
-    fn import(&mut self, module: u32, span: Span) -> R<Value> {
+    pub(crate) fn import(&mut self, module: u32, span: Span) -> R<Value> {
         if let Some(Some(v)) = self.modules.get(module as usize) {
             return Ok(v.clone());
         }
@@ -301,10 +307,19 @@ impl Interp {
         Ok(v)
     }
 
-    fn for_loop(&mut self, key: &Var, value: Option<&Var>, it: Value, body: &Block, span: Span, iter_span: Span) -> R<()> {
+    /// Run `body` once per item of `it`, binding `key` (and `value`) each time.
+    pub(crate) fn for_loop(
+        &mut self,
+        key: &Var,
+        value: Option<&Var>,
+        it: Value,
+        span: Span,
+        iter_span: Span,
+        mut body: impl FnMut(&mut Interp) -> R<()>,
+    ) -> R<()> {
         macro_rules! run_body {
             () => {
-                match self.exec_block(body) {
+                match body(self) {
                     Ok(_) | Err(Unwind::Continue) => {}
                     Err(Unwind::Break) => break,
                     Err(e) => return Err(e),
@@ -560,6 +575,12 @@ impl Interp {
             _ => {}
         }
         let r = self.operand(rhs)?;
+        self.binary_values(op, l, r, span, lhs.span(), rhs.span())
+    }
+
+    /// Apply a binary operator (not `and`/`or`) to evaluated operands.
+    #[inline]
+    pub(crate) fn binary_values(&mut self, op: BinOp, l: Value, r: Value, span: Span, lspan: Span, rspan: Span) -> R<Value> {
         if let (Value::Int(a), Value::Int(b)) = (&l, &r) {
             let (a, b) = (*a, *b);
             let checked = match op {
@@ -572,20 +593,17 @@ impl Interp {
                 BinOp::Ge => return Ok(Value::Bool(a >= b)),
                 BinOp::Eq => return Ok(Value::Bool(a == b)),
                 BinOp::Ne => return Ok(Value::Bool(a != b)),
-                _ => return builtins::arith(op, &l, &r, span, lhs.span(), rhs.span()),
+                _ => return builtins::arith(op, &l, &r, span, lspan, rspan),
             };
             return match checked {
                 Some(n) => Ok(Value::Int(n)),
-                None => Err(RuntimeError::new(ErrorKind::Arithmetic, format!("integer overflow: {a} {} {b}", op.symbol()), span)
-                    .with_label("the result does not fit in 64 bits")
-                    .with_help("convert to a float with `float(x)` for approximate large numbers")
-                    .into()),
+                None => Err(overflow_error(op, a, b, span)),
             };
         }
         if op == BinOp::Pipe {
-            return runtime::command::pipe(self, l, r, span, lhs.span(), rhs.span());
+            return runtime::command::pipe(self, l, r, span, lspan, rspan);
         }
-        builtins::arith(op, &l, &r, span, lhs.span(), rhs.span())
+        builtins::arith(op, &l, &r, span, lspan, rspan)
     }
 
     fn call_expr(&mut self, callee: &Expr, args: &[Expr], span: Span) -> R<Value> {
@@ -611,15 +629,20 @@ impl Interp {
             }
             other => {
                 let args = self.eval_args(args, span)?;
-                self.call_value(&other, args.vals, span).map_err(|e| match e {
-                    Unwind::Error(mut err) if err.kind == ErrorKind::Type && err.span == Some(span) => {
-                        err.span = Some(callee.span());
-                        Unwind::Error(err)
-                    }
-                    e => e,
-                })
+                self.call_other(&other, args.vals, span, callee.span())
             }
         }
+    }
+
+    /// Call a value that is neither a closure nor a builtin; a "not callable" error points at the callee.
+    pub(crate) fn call_other(&mut self, f: &Value, args: Vec<Value>, span: Span, callee_span: Span) -> R<Value> {
+        self.call_value(f, args, span).map_err(|e| match e {
+            Unwind::Error(mut err) if err.kind == ErrorKind::Type && err.span == Some(span) => {
+                err.span = Some(callee_span);
+                Unwind::Error(err)
+            }
+            e => e,
+        })
     }
 
     pub fn eval_args(&mut self, args: &[Expr], call: Span) -> R<Args> {
@@ -632,45 +655,59 @@ impl Interp {
     }
 
     /// Call a closure whose arguments are already on the stack from `base`.
-    fn call_closure_at(&mut self, c: Arc<Closure>, base: usize, span: Span) -> R<Value> {
-        let def: &FnDef = &c.def;
+    pub(crate) fn call_closure_at(&mut self, c: Arc<Closure>, base: usize, span: Span) -> R<Value> {
+        // Only closures that capture, or name themselves, need to be reachable while they run.
+        if !c.def.uses_self && c.def.captures.is_empty() {
+            return self.call_def(&c.def, base, span);
+        }
+        let def = c.def.clone();
+        let saved_closure = std::mem::replace(&mut self.closure, Some(c));
+        let result = self.call_def(&def, base, span);
+        self.closure = saved_closure;
+        result
+    }
+
+    /// Run `def`'s compiled body in a new frame whose arguments are on the stack from `base`.
+    /// The caller has made `self.closure` whatever the body needs it to be.
+    pub(crate) fn call_def(&mut self, def: &FnDef, base: usize, span: Span) -> R<Value> {
         let argc = self.stack.len() - base;
         if argc != def.params.len() || self.depth >= self.max_depth {
             self.stack.truncate(base);
             return Err(self.call_error(def, argc, span));
         }
-        self.stack.resize(base + def.frame_size as usize, Value::Nil);
+        let code = def.code.get_or_init(|| crate::compile::function(def));
+        if def.frame_size as usize > argc {
+            self.stack.resize(base + def.frame_size as usize, Value::Nil);
+        }
         let saved_base = std::mem::replace(&mut self.base, base);
-        // Only closures that capture, or name themselves, need to be reachable while they run.
-        let needs_closure = def.uses_self || !def.captures.is_empty();
-        let saved_closure = if needs_closure { std::mem::replace(&mut self.closure, Some(c.clone())) } else { None };
         self.depth += 1;
         let result = if self.depth % STACK_CHECK_EVERY == 0 {
             // Deep recursion continues on a stack grown on the heap, so no host thread overflows.
-            stacker::maybe_grow(STACK_RED_ZONE, STACK_GROWTH, || self.exec_block(&def.body))
+            stacker::maybe_grow(STACK_RED_ZONE, STACK_GROWTH, || code.run(self, def))
         } else {
-            self.exec_block(&def.body)
+            code.run(self, def)
         };
         self.depth -= 1;
-        if needs_closure {
-            self.closure = saved_closure;
-        }
         self.base = saved_base;
-        self.stack.truncate(base);
-        self.tick(span)?;
+        pop_frame(&mut self.stack, base);
+        if let Err(e) = self.tick(span) {
+            return Err(e);
+        }
+        // An int is rebuilt rather than moved: a whole-value copy of a freshly written result
+        // stalls the processor.
+        if let Ok(Value::Int(n)) = &result {
+            let n = *n;
+            std::mem::forget(result);
+            return Ok(Value::Int(n));
+        }
         match result {
-            Ok(v) | Err(Unwind::Return(v)) => Ok(v),
-            Err(Unwind::Error(mut e)) => {
-                if e.stack.len() < 64 || e.kind != ErrorKind::Limit {
-                    e.stack.push(Frame { function: def.name.clone(), call_span: span });
-                }
-                Err(Unwind::Error(e))
-            }
-            Err(Unwind::Break | Unwind::Continue) => Ok(Value::Nil),
+            r @ Ok(_) => r,
+            r => finish_call(r, def, span),
         }
     }
 
     #[cold]
+    #[inline(never)]
     fn call_error(&self, def: &FnDef, argc: usize, span: Span) -> Unwind {
         if argc != def.params.len() {
             return arity_error(def, argc, span).into();
@@ -713,17 +750,21 @@ impl Interp {
             }
         }
         let r = self.eval(recv)?;
+        let args = self.eval_args(args, span)?;
+        self.method_call(r, name, name_span, args, span)
+    }
+
+    /// Call method `name` on an evaluated receiver with evaluated arguments.
+    pub(crate) fn method_call(&mut self, r: Value, name: &Name, name_span: Span, args: Args, span: Span) -> R<Value> {
         // A module (a map) calls its function members directly: `json.encode(x)`.
         if let Value::Map(m) = &r {
             if let Some(f) = m.get(&Key::Str(name.clone())) {
                 if matches!(f, Value::Func(_) | Value::Builtin(_) | Value::Native(_)) {
                     let f = f.clone();
-                    let args = self.eval_args(args, span)?;
                     return self.call_value(&f, args.vals, span);
                 }
             }
         }
-        let args = self.eval_args(args, span)?;
         builtins::call_method(self, r, name, name_span, args)
     }
 
@@ -733,8 +774,12 @@ impl Interp {
             return self.set(&place.var, v);
         }
         let path = self.eval_path(&place.path)?;
-        let value_span = value.span();
-        self.with_place(&place.var, &path, span, |_, target| {
+        self.assign_with(&place.var, &path, op, v, span, value.span())
+    }
+
+    /// Store `v` into `var` + `path` with `op` (`=`, `+=`, …); the path is already evaluated.
+    pub(crate) fn assign_with(&mut self, var: &Var, path: &[(Value, Span)], op: AssignOp, v: Value, span: Span, value_span: Span) -> R<()> {
+        self.with_place(var, path, span, |_, target| {
             let new = match op {
                 AssignOp::Set => v,
                 AssignOp::Add => builtins::arith(BinOp::Add, target, &v, span, span, value_span)?,
@@ -759,7 +804,7 @@ impl Interp {
 
     /// Run `f` on the value at `var` + `path`, taken out of its slot so `f` may call back into
     /// the interpreter; the value is put back whatever `f` returns.
-    fn with_place(
+    pub(crate) fn with_place(
         &mut self,
         var: &Var,
         path: &[(Value, Span)],
@@ -787,7 +832,7 @@ impl Interp {
 }
 
 /// If `e` is a variable with a chain of indexes and fields, the variable and the path.
-fn place_of(e: &Expr) -> Option<(&Var, Vec<(Value, Span)>)> {
+pub(crate) fn place_of(e: &Expr) -> Option<(&Var, Vec<(Value, Span)>)> {
     match e {
         Expr::Var(v) if matches!(v.slot, Slot::Local(_) | Slot::Global(_) | Slot::Capture(_)) => Some((v, vec![])),
         Expr::Field { target, name, span } => {
@@ -818,6 +863,53 @@ fn arity_error(def: &FnDef, argc: usize, span: Span) -> RuntimeError {
     )
     .with_label(format!("called with {argc}"))
     .with_help(format!("`{}` is declared as `fn {}({})`", def.name, def.name, params.join(", ")))
+}
+
+/// Drop a frame's values: those without destructors are checked inline instead of each
+/// costing a call.
+#[inline(always)]
+fn pop_frame(stack: &mut Vec<Value>, base: usize) {
+    while stack.len() > base {
+        if let Some(v) = stack.pop() {
+            if matches!(v, Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_)) {
+                // Nothing to release.
+                std::mem::forget(v);
+            } else {
+                drop(v);
+            }
+        }
+    }
+}
+
+/// The outcome of a call whose body did not simply produce a value.
+#[cold]
+#[inline(never)]
+fn finish_call(result: R<Value>, def: &FnDef, span: Span) -> R<Value> {
+    match result {
+        Ok(v) | Err(Unwind::Return(v)) => Ok(v),
+        Err(Unwind::Error(e)) => Err(Unwind::Error(with_frame(e, def, span))),
+        Err(Unwind::Break | Unwind::Continue) => Ok(Value::Nil),
+    }
+}
+
+/// Record the call a failing function was running in, for the call stack in diagnostics.
+#[cold]
+#[inline(never)]
+fn with_frame(mut e: Box<RuntimeError>, def: &FnDef, span: Span) -> Box<RuntimeError> {
+    if e.stack.len() < 64 || e.kind != ErrorKind::Limit {
+        e.stack.push(Frame { function: def.name.clone(), call_span: span });
+    }
+    e
+}
+
+/// The error for `a op b` on ints when the result does not fit.
+#[cold]
+#[inline(never)]
+pub(crate) fn overflow_error(op: BinOp, a: i64, b: i64, span: Span) -> Unwind {
+    RuntimeError::new(ErrorKind::Arithmetic, format!("integer overflow: {a} {} {b}", op.symbol()), span)
+        .with_label("the result does not fit in 64 bits")
+        .with_help("convert to a float with `float(x)` for approximate large numbers")
+        .into()
 }
 
 pub fn type_error(message: String, span: Span, v: &Value) -> Unwind {

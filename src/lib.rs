@@ -20,6 +20,7 @@
 //! ```
 
 pub mod builtins;
+pub mod compile;
 pub mod engine;
 pub mod error;
 pub mod interp;

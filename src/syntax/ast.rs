@@ -85,6 +85,8 @@ pub struct FnDef {
     pub captures: Vec<Slot>,
     /// Filled by the resolver: whether the body refers to itself by name.
     pub uses_self: bool,
+    /// The body compiled for the interpreter, built on the first call.
+    pub code: std::sync::OnceLock<crate::compile::Code>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -98,8 +98,13 @@ fn check_nesting(text: &str, file: u32) -> PResult<()> {
             b')' | b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        if c == b'-' || text[i..].starts_with("not ") {
+        let at_not = bytes[i..].starts_with(b"not") && bytes.get(i + 3).is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_'));
+        let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if c == b'-' || (at_not && word_start) {
             prefix_run += 1;
+            if at_not && word_start {
+                i += 2;
+            }
         } else if !c.is_ascii_whitespace() && c != b'(' {
             prefix_run = 0;
         }
@@ -159,7 +164,7 @@ impl Builder {
                 let name = self.var(inner.next().unwrap());
                 let params = self.params(inner.next().unwrap());
                 let body = self.block(inner.next().unwrap())?;
-                let def = FnDef { name: name.name.clone(), params, body, span, frame_size: 0, captures: vec![], uses_self: false };
+                let def = FnDef { name: name.name.clone(), params, body, span, frame_size: 0, captures: vec![], uses_self: false, code: Default::default() };
                 Stmt::Fn(Arc::new(def), name)
             }
             Rule::return_stmt => Stmt::Return { value: inner.next().map(|p| self.expr(p)).transpose()?, span },
@@ -243,7 +248,7 @@ impl Builder {
                 Block { span: e.span(), stmts: vec![Stmt::Expr(e)] }
             }
         };
-        Ok(Arc::new(FnDef { name: kind.into(), params: vec![], body, span, frame_size: 0, captures: vec![], uses_self: false }))
+        Ok(Arc::new(FnDef { name: kind.into(), params: vec![], body, span, frame_size: 0, captures: vec![], uses_self: false, code: Default::default() }))
     }
 
     fn expr(&self, pair: Pair<Rule>) -> PResult<Expr> {
@@ -367,7 +372,7 @@ impl Builder {
                 let mut inner = kids(pair);
                 let params = self.params(inner.next().unwrap());
                 let body = self.block(inner.next().unwrap())?;
-                Expr::Fn(Arc::new(FnDef { name: "<closure>".into(), params, body, span, frame_size: 0, captures: vec![], uses_self: false }))
+                Expr::Fn(Arc::new(FnDef { name: "<closure>".into(), params, body, span, frame_size: 0, captures: vec![], uses_self: false, code: Default::default() }))
             }
             Rule::spawn_expr => {
                 Expr::Spawn { body: self.task_body(kids(pair).next().unwrap(), "spawn", span)?, span }
@@ -558,6 +563,10 @@ fn convert_error(e: pest::error::Error<Rule>, text: &str, file: u32) -> ParseErr
         ErrorVariant::ParsingError { positives, .. } => positives.iter().filter_map(|r| describe(*r)).collect(),
         ErrorVariant::CustomError { .. } => vec![],
     };
+    if expected.contains(&"an expression") {
+        // Names, blocks and `fn`/`if`/`try` all start expressions; saying so once is clearer.
+        expected.retain(|e| !matches!(*e, "a name" | "a block `{ … }`" | "`fn`" | "`if`" | "`try`"));
+    }
     expected.sort();
     expected.dedup();
     let rest = &text[pos.min(text.len())..];
@@ -581,6 +590,19 @@ fn convert_error(e: pest::error::Error<Rule>, text: &str, file: u32) -> ParseErr
             format!("expected {} or {}", init.join(", "), last)
         }
     };
+    if let Some(err) = unclosed_bracket(text, pos, file) {
+        return err;
+    }
+    let doubled = rest.starts_with('=') && !rest.starts_with("==") && rest[1..].trim_start().starts_with('=');
+    if doubled || (rest.starts_with('=') && text[..pos].trim_end().ends_with('=')) {
+        let at = if doubled { pos + 1 + (rest[1..].len() - rest[1..].trim_start().len()) } else { pos };
+        return ParseError {
+            span: Span::new(file, at, at + 1),
+            message: "syntax error: expected an expression, found `=`".into(),
+            label: "expected an expression".into(),
+            help: Some("`=` assigns a value; to compare two values use `==`".into()),
+        };
+    }
     let help = hint(rest, &expected, text, pos);
     ParseError {
         span: Span::new(file, pos, pos + found_len.max(if rest.is_empty() { 0 } else { 1 })),
@@ -588,6 +610,53 @@ fn convert_error(e: pest::error::Error<Rule>, text: &str, file: u32) -> ParseErr
         label: what,
         help,
     }
+}
+
+/// When the input ends (or a line ends) inside an open bracket, name the bracket.
+fn unclosed_bracket(text: &str, pos: usize, file: u32) -> Option<ParseError> {
+    let rest = &text[pos.min(text.len())..];
+    if !(rest.trim().is_empty() || rest.starts_with('\n')) {
+        return None;
+    }
+    let mut open: Vec<(char, usize)> = Vec::new();
+    let mut chars = text[..pos.min(text.len())].char_indices().peekable();
+    let mut in_str: Option<char> = None;
+    while let Some((i, c)) = chars.next() {
+        if let Some(q) = in_str {
+            if c == '\\' {
+                chars.next();
+            } else if c == q {
+                in_str = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => in_str = Some(c),
+            '#' => {
+                while chars.peek().is_some_and(|(_, c)| *c != '\n') {
+                    chars.next();
+                }
+            }
+            '(' | '[' | '{' => open.push((c, i)),
+            ')' | ']' | '}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    let (c, at) = open.pop()?;
+    let close = match c {
+        '(' => ')',
+        '[' => ']',
+        _ => '}',
+    };
+    let line = text[..at].matches('\n').count() + 1;
+    Some(ParseError {
+        span: Span::new(file, at, at + 1),
+        message: format!("syntax error: this `{c}` is never closed"),
+        label: format!("opened here, on line {line}"),
+        help: Some(format!("add the missing `{close}`")),
+    })
 }
 
 fn hint(rest: &str, expected: &[&str], text: &str, pos: usize) -> Option<String> {

@@ -1,0 +1,106 @@
+//! Failure tests through the library API: each asserts a message substring and the
+//! line and column the diagnostic points at.
+
+use conc::{Engine, ErrorKind};
+
+fn fails(src: &str) -> conc::Error {
+    let mut e = Engine::new();
+    match e.eval(src) {
+        Ok(v) => panic!("expected {src:?} to fail, got {v:?}"),
+        Err(err) => err,
+    }
+}
+
+fn check(src: &str, kind: ErrorKind, message: &str, line: usize, col: usize) {
+    let err = fails(src);
+    assert_eq!(err.kind(), kind, "{src:?}: {err:?}");
+    assert!(err.message().contains(message), "{src:?}: message {:?} lacks {message:?}", err.message());
+    let (_, l, c) = err.location().unwrap_or_else(|| panic!("{src:?}: no span"));
+    assert_eq!((l, c), (line, col), "{src:?}: span at {l}:{c}, expected {line}:{col}");
+}
+
+#[test]
+fn syntax_errors() {
+    check("let = 3", ErrorKind::Syntax, "expected a name", 1, 5);
+    check("let x = [1, 2", ErrorKind::Syntax, "this `[` is never closed", 1, 9);
+    check("fn f() {\n  print(1)\n", ErrorKind::Syntax, "this `{` is never closed", 1, 8);
+    check("print(\"a\" +)", ErrorKind::Syntax, "expected an expression", 1, 12);
+    check("x = = 2", ErrorKind::Syntax, "expected an expression", 1, 5);
+}
+
+#[test]
+fn name_errors() {
+    check("fn fib(n) { fob(n) }", ErrorKind::Name, "undefined name `fob`", 1, 13);
+    check("let total = 1\nprint(totl)", ErrorKind::Name, "undefined name `totl`", 2, 7);
+    check("return 1", ErrorKind::Syntax, "`return` outside a function", 1, 1);
+    check("break", ErrorKind::Syntax, "`break` outside a loop", 1, 1);
+    check("fn f() { let c = 1\n fn() { c = 2 } }", ErrorKind::Name, "captured by value", 2, 9);
+}
+
+#[test]
+fn did_you_mean() {
+    let err = fails("let counter = 1\nprint(countr)");
+    assert_eq!(err.details().help.as_deref(), Some("did you mean `counter`?"));
+}
+
+#[test]
+fn arithmetic_faults() {
+    check("let x = 9223372036854775807\nx + 1", ErrorKind::Arithmetic, "integer overflow", 2, 1);
+    check("1 // 0", ErrorKind::Arithmetic, "division by zero", 1, 6);
+    check("7 % 0", ErrorKind::Arithmetic, "division by zero", 1, 5);
+    check("1.5 / 0", ErrorKind::Arithmetic, "division by zero", 1, 7);
+    check("-(-9223372036854775807 - 1)", ErrorKind::Arithmetic, "overflow", 1, 1);
+}
+
+#[test]
+fn type_and_lookup_faults() {
+    check("\"a\" + 1", ErrorKind::Type, "cannot apply `+` to a string and an int", 1, 1);
+    check("len(5)", ErrorKind::Type, "an int has no length", 1, 5);
+    check("[1, 2][5]", ErrorKind::Index, "index 5 is out of range", 1, 8);
+    check("let m = {name: 1}\nm.nme", ErrorKind::Key, "key \"nme\" is not in the map", 2, 1);
+    check("fn f(a) { a }\nf(1, 2)", ErrorKind::Type, "takes 1 argument but 2 were given", 2, 1);
+}
+
+#[test]
+fn user_errors_carry_message_and_data() {
+    let err = fails("error(\"boom\", {code: 7})");
+    assert_eq!(err.kind(), ErrorKind::User);
+    assert_eq!(err.message(), "boom");
+    assert_eq!(err.details().data.repr(), "{code: 7}");
+}
+
+#[test]
+fn depth_limits_are_diagnostics_not_crashes() {
+    check("fn f(n) { f(n + 1) }\nf(0)", ErrorKind::Limit, "call depth exceeded", 1, 11);
+    let deep = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
+    let err = fails(&deep);
+    assert_eq!(err.kind(), ErrorKind::Syntax);
+    assert!(err.message().contains("nested more than"), "{}", err.message());
+    let deep_not = format!("print({}true)", "not ".repeat(100_000));
+    assert!(fails(&deep_not).message().contains("nested more than"));
+}
+
+#[test]
+fn task_errors_name_both_spans() {
+    let err = fails("let t = spawn {\n  error(\"inside\")\n}\nwait t");
+    assert_eq!(err.message(), "inside");
+    let (_, line, col) = err.location().expect("span");
+    assert_eq!((line, col), (1, 9), "the primary span is where the task was spawned");
+    let related = &err.details().related;
+    assert_eq!(related.len(), 1);
+    let failed_at = related[0].span.expect("the related error has a span");
+    assert!(failed_at.start > 10, "the related span is where it failed");
+}
+
+#[test]
+fn deadlock_is_reported_not_hung() {
+    let src = "let a = mutex()\nlet b = mutex()\nlet both = barrier(2)\n\
+               let t1 = spawn { lock a { both.wait(); lock b { 1 } } }\n\
+               let t2 = spawn { lock b { both.wait(); lock a { 2 } } }\n\
+               wait [t1, t2]";
+    let err = fails(src);
+    assert_eq!(err.kind(), ErrorKind::Deadlock);
+    let help = err.details().help.clone().unwrap_or_default();
+    assert!(help.contains("spawn@4 is blocked in acquiring a lock"), "{help}");
+    assert!(help.contains("spawn@5 is blocked in acquiring a lock"), "{help}");
+}

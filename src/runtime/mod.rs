@@ -29,6 +29,7 @@ pub fn all_builtins() -> Vec<(&'static str, Builtin)> {
     let mut all = BUILTINS.to_vec();
     all.extend_from_slice(sync::BUILTINS);
     all.push(("pipe", channel::make_pipe));
+    all.extend_from_slice(command::BUILTINS);
     all
 }
 
@@ -81,6 +82,9 @@ pub fn object_field(v: &Value, name: &str, span: Span) -> R<Value> {
     if let Some(f) = channel::field(v, name) {
         return Ok(f);
     }
+    if let Some(f) = command::field(v, name) {
+        return Ok(f);
+    }
     no_field(v, name, span, "")
 }
 
@@ -97,6 +101,9 @@ pub fn object_method(interp: &mut Interp, v: &Value, name: &str, name_span: Span
         return r;
     }
     if let Some(r) = sync::method(interp, v, name, name_span, &a) {
+        return r;
+    }
+    if let Some(r) = command::method(interp, v, name, name_span, &a) {
         return r;
     }
     fail(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(&v)), name_span)
@@ -148,6 +155,9 @@ pub fn iterate_next(interp: &mut Interp, v: &Value, span: Span) -> R<Option<Valu
         return c.next(interp, span);
     }
     if let Some(r) = channel::iterate_next(interp, v, span) {
+        return r;
+    }
+    if let Some(r) = command::iterate_next(interp, v, span) {
         return r;
     }
     fail(ErrorKind::Type, format!("cannot iterate over {}", crate::builtins::a_type(&v)), span)

@@ -259,6 +259,118 @@ pub fn call_native(n: &NativeFn, args: Vec<Value>, span: Span) -> Result<Value, 
     }
 }
 
+/// Conversion from a script value to a Rust argument type.
+pub trait FromValue: Sized {
+    fn from_value(v: &Value) -> Result<Self, String>;
+}
+
+/// Conversion from a Rust result to a script value.
+pub trait IntoValue {
+    fn into_value(self) -> Result<Value, String>;
+}
+
+fn expected(what: &str, v: &Value) -> String {
+    format!("expected {what}, got {}", crate::builtins::a_type(v))
+}
+
+impl FromValue for Value {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        Ok(v.clone())
+    }
+}
+impl FromValue for i64 {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Int(i) => Ok(*i),
+            other => Err(expected("an int", other)),
+        }
+    }
+}
+impl FromValue for f64 {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Int(i) => Ok(*i as f64),
+            Value::Float(f) => Ok(*f),
+            other => Err(expected("a number", other)),
+        }
+    }
+}
+impl FromValue for bool {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Bool(b) => Ok(*b),
+            other => Err(expected("a bool", other)),
+        }
+    }
+}
+impl FromValue for String {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Str(s) => Ok(s.to_string()),
+            other => Err(expected("a string", other)),
+        }
+    }
+}
+impl<T: FromValue> FromValue for Vec<T> {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::List(items) => items.iter().map(T::from_value).collect(),
+            other => Err(expected("a list", other)),
+        }
+    }
+}
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Nil => Ok(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+impl<T: Into<Value>> IntoValue for T {
+    fn into_value(self) -> Result<Value, String> {
+        Ok(self.into())
+    }
+}
+impl<T: IntoValue, E: std::fmt::Display> IntoValue for Result<T, E> {
+    fn into_value(self) -> Result<Value, String> {
+        self.map_err(|e| e.to_string())?.into_value()
+    }
+}
+
+/// A Rust function or closure of up to five typed arguments that scripts can call.
+/// `M` is the argument tuple, inferred from the closure.
+pub trait NativeFunction<M>: Send + Sync + 'static {
+    fn arity(&self) -> usize;
+    fn call(&self, args: &[Value]) -> Result<Value, String>;
+}
+
+macro_rules! native_function {
+    ($n:expr; $($a:ident $i:tt),*) => {
+        impl<F, R, $($a,)*> NativeFunction<($($a,)*)> for F
+        where
+            F: Fn($($a),*) -> R + Send + Sync + 'static,
+            R: IntoValue,
+            $($a: FromValue,)*
+        {
+            fn arity(&self) -> usize {
+                $n
+            }
+            #[allow(unused_variables)]
+            fn call(&self, args: &[Value]) -> Result<Value, String> {
+                (self)($($a::from_value(&args[$i]).map_err(|e| format!("argument {}: {e}", $i + 1))?),*).into_value()
+            }
+        }
+    };
+}
+native_function!(0;);
+native_function!(1; A 0);
+native_function!(2; A 0, B 1);
+native_function!(3; A 0, B 1, C 2);
+native_function!(4; A 0, B 1, C 2, D 3);
+native_function!(5; A 0, B 1, C 2, D 3, E 4);
+
 /// Cancels a running script from another thread, including its threads, processes and commands.
 #[derive(Clone)]
 pub struct InterruptHandle(CancelToken);
@@ -345,10 +457,50 @@ impl Engine {
         InterruptHandle(self.root.clone())
     }
 
-    /// Make a host function callable from scripts under `name`.
-    pub fn register_fn(&mut self, name: &str, f: impl Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static) {
+    /// Make a typed Rust function or closure callable from scripts under `name`.
+    /// Arguments and the result convert through [`FromValue`] and [`IntoValue`]; a wrong
+    /// argument type is a diagnostic at the script's call.
+    ///
+    /// ```
+    /// let mut engine = conc::Engine::new();
+    /// engine.register_fn("add", |a: i64, b: i64| a + b);
+    /// engine.register_fn("shout", |s: String| s.to_uppercase());
+    /// assert_eq!(engine.eval("shout(\"n\") + str(add(1, 2))").unwrap(), conc::Value::str("N3"));
+    /// ```
+    pub fn register_fn<M>(&mut self, name: &str, f: impl NativeFunction<M>) {
+        let fname = name.to_string();
+        let arity = f.arity();
+        let raw = move |args: &[Value]| -> Result<Value, String> {
+            if args.len() != arity {
+                let s = if arity == 1 { "" } else { "s" };
+                return Err(format!("`{fname}` takes {arity} argument{s} but {} were given", args.len()));
+            }
+            f.call(args)
+        };
+        self.register_raw_fn(name, raw);
+    }
+
+    /// Register a function that takes the raw argument values.
+    pub fn register_raw_fn(&mut self, name: &str, f: impl Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static) {
         let native = NativeFn { name: name.to_string(), func: Box::new(f) };
         self.set_global(name, Value::Native(Arc::new(native)));
+    }
+
+    /// A second engine with the same settings and a copy of this one's globals and modules,
+    /// so one compiled [`Program`] can run on several threads at once, one engine each.
+    pub fn clone_world(&self) -> Engine {
+        let root = CancelToken::new();
+        let mut interp = self.interp.fork_world(root.clone(), self.shared.settings.limits.max_call_depth);
+        interp.task_name = "main".into();
+        Engine {
+            shared: self.shared.clone(),
+            globals: self.globals.clone(),
+            next_global: self.next_global,
+            module_paths: self.module_paths.clone(),
+            interp,
+            base_dir: self.base_dir.clone(),
+            root,
+        }
     }
 
     pub fn set_global(&mut self, name: &str, value: Value) {

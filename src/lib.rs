@@ -7,16 +7,37 @@
 //! Embedding it takes an [`Engine`]:
 //!
 //! ```
-//! use conc::{Engine, Value};
+//! use conc::{Engine, ErrorKind, Settings, Sink, Value};
+//! use std::sync::{Arc, Mutex};
 //!
-//! let mut engine = Engine::new();
-//! engine.register_fn("double", |args| match args {
-//!     [Value::Int(n)] => Ok(Value::Int(n * 2)),
-//!     _ => Err("expected one int".into()),
-//! });
-//! let v = engine.eval("fn sq(x) { x * x }\nsq(double(3))").unwrap();
-//! assert_eq!(v, Value::Int(36));
+//! // 1. An engine whose `print` output the host captures.
+//! let out = Arc::new(Mutex::new(String::new()));
+//! let settings = Settings { stdout: Sink::Buffer(out.clone()), ..Settings::default() };
+//! let mut engine = Engine::with_settings(settings);
+//!
+//! // 2. Native functions with typed arguments and results.
+//! engine.register_fn("double", |n: i64| n * 2);
+//!
+//! // 3. Compile once, run; script functions and globals are reachable from Rust.
+//! let program = engine.compile("demo.conc", "fn sq(x) { x * x }\nlet answer = sq(double(3))\nprint(answer)").unwrap();
+//! engine.run(&program).unwrap();
+//! assert_eq!(out.lock().unwrap().as_str(), "36\n");
+//! assert_eq!(engine.get_global("answer"), Some(Value::Int(36)));
 //! assert_eq!(engine.call_fn("sq", vec![Value::Int(5)]).unwrap(), Value::Int(25));
+//!
+//! // 4. Scripts use threads like any other value.
+//! assert_eq!(engine.eval("wait [spawn sq(2), spawn sq(3)]").unwrap().repr(), "[4, 9]");
+//!
+//! // 5. Errors are typed, with a kind, a message and a span.
+//! let err = engine.eval("double(\"x\")").unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::Type);
+//! assert!(err.message().contains("argument 1: expected an int, got a string"));
+//! assert_eq!(err.location().map(|(_, line, col)| (line, col)), Some((1, 1)));
+//!
+//! // 6. A sandbox denies files, the environment and processes until granted.
+//! let mut sandbox = Engine::with_settings(Settings::sandboxed());
+//! let denied = sandbox.eval("read_file(\"/etc/passwd\")").unwrap_err();
+//! assert_eq!(denied.kind(), ErrorKind::Permission);
 //! ```
 
 pub mod builtins;
@@ -30,6 +51,6 @@ pub mod stdlib;
 pub mod syntax;
 pub mod value;
 
-pub use engine::{Capabilities, Engine, InterruptHandle, Limits, Program, Settings, Sink};
+pub use engine::{Capabilities, Engine, FromValue, InterruptHandle, IntoValue, Limits, NativeFunction, Program, Settings, Sink};
 pub use error::{Error, ErrorKind};
 pub use value::Value;

@@ -31,6 +31,8 @@ pub fn block_on<T>(
     let _guard = timeout.is_none().then(|| registry.block(&interp.task_name, what, span, root));
     loop {
         interp.check_cancel(span)?;
+        // Blocked time counts against a wall-clock limit too.
+        interp.shared.settings.check_limits(0, interp.shared.started, span)?;
         let slice = match deadline {
             Some(d) => {
                 let now = Instant::now();

@@ -63,7 +63,7 @@ impl Args {
     pub fn int(&self, i: usize, what: &str) -> R<i64> {
         match self.vals.get(i) {
             Some(Value::Int(n)) => Ok(*n),
-            Some(v) => Err(type_error(format!("`{what}` expects an int, got {}", crate::builtins::a_type(&v)), self.span(i), v)),
+            Some(v) => Err(type_error(format!("`{what}` expects an int, got {}", crate::builtins::a_type(v)), self.span(i), v)),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
@@ -72,7 +72,7 @@ impl Args {
         match self.vals.get(i) {
             Some(Value::Int(n)) => Ok(*n as f64),
             Some(Value::Float(f)) => Ok(*f),
-            Some(v) => Err(type_error(format!("`{what}` expects a number, got {}", crate::builtins::a_type(&v)), self.span(i), v)),
+            Some(v) => Err(type_error(format!("`{what}` expects a number, got {}", crate::builtins::a_type(v)), self.span(i), v)),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
@@ -80,14 +80,14 @@ impl Args {
     pub fn str(&self, i: usize, what: &str) -> R<Arc<str>> {
         match self.vals.get(i) {
             Some(Value::Str(s)) => Ok(s.clone()),
-            Some(v) => Err(type_error(format!("`{what}` expects a string, got {}", crate::builtins::a_type(&v)), self.span(i), v)),
+            Some(v) => Err(type_error(format!("`{what}` expects a string, got {}", crate::builtins::a_type(v)), self.span(i), v)),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
 
     pub fn list(&self, i: usize, what: &str) -> R<Arc<Vec<Value>>> {
         match self.vals.get(i) {
-            Some(v) => to_list(v).map_err(|_| type_error(format!("`{what}` expects a list, got {}", crate::builtins::a_type(&v)), self.span(i), v)),
+            Some(v) => to_list(v).ok_or_else(|| type_error(format!("`{what}` expects a list, got {}", crate::builtins::a_type(v)), self.span(i), v)),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
@@ -108,10 +108,12 @@ impl Args {
 }
 
 type Builtin = fn(&mut Interp, Args) -> R<Value>;
+/// The builtins in order, and their indexes by name.
+type Table = (Vec<(&'static str, Builtin)>, HashMap<&'static str, u32>);
 
 /// Every global builtin function, by name. Runtime constructs add theirs from `runtime::BUILTINS`.
-fn table() -> &'static (Vec<(&'static str, Builtin)>, HashMap<&'static str, u32>) {
-    static TABLE: OnceLock<(Vec<(&'static str, Builtin)>, HashMap<&'static str, u32>)> = OnceLock::new();
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut list: Vec<(&'static str, Builtin)> = vec![
             ("print", b_print),
@@ -447,7 +449,7 @@ fn b_int(_: &mut Interp, a: Args) -> R<Value> {
                 .with_label("not a whole number")
                 .into()
         }),
-        v => Err(type_error(format!("cannot convert {} to an int", crate::builtins::a_type(&v)), a.span(0), v)),
+        v => Err(type_error(format!("cannot convert {} to an int", crate::builtins::a_type(v)), a.span(0), v)),
     }
 }
 
@@ -461,7 +463,7 @@ fn b_float(_: &mut Interp, a: Args) -> R<Value> {
                 .with_label("not a number")
                 .into()
         }),
-        v => Err(type_error(format!("cannot convert {} to a float", crate::builtins::a_type(&v)), a.span(0), v)),
+        v => Err(type_error(format!("cannot convert {} to a float", crate::builtins::a_type(v)), a.span(0), v)),
     }
 }
 
@@ -564,7 +566,7 @@ fn extreme(i: &mut Interp, a: Args, what: &str, want: Ordering) -> R<Value> {
             Some(b) => match v.compare(b) {
                 Some(o) if o == want => Some(v),
                 Some(_) => Some(b),
-                None => return fail(ErrorKind::Type, format!("cannot compare {} with {}", crate::builtins::a_type(&v), crate::builtins::a_type(&b)), a.call),
+                None => return fail(ErrorKind::Type, format!("cannot compare {} with {}", crate::builtins::a_type(v), crate::builtins::a_type(b)), a.call),
             },
         };
     }
@@ -602,14 +604,14 @@ pub fn sort_values(interp: &mut Interp, items: &mut Vec<Value>, key: Option<&Val
 }
 
 /// Values that can stand in for a list: lists, ranges, and the keys of maps.
-pub fn to_list(v: &Value) -> Result<Arc<Vec<Value>>, ()> {
-    Ok(match v {
+pub fn to_list(v: &Value) -> Option<Arc<Vec<Value>>> {
+    Some(match v {
         Value::List(l) => l.clone(),
         Value::Range(r) => Arc::new((0..r.len()).filter_map(|i| r.get(i)).map(Value::Int).collect()),
         Value::Map(m) => Arc::new(m.keys().map(Key::to_value).collect()),
         Value::Str(s) => Arc::new(s.chars().map(|c| Value::str(c.to_string())).collect()),
         Value::Bytes(b) => Arc::new(b.iter().map(|x| Value::Int(*x as i64)).collect()),
-        _ => return Err(()),
+        _ => return None,
     })
 }
 
@@ -624,7 +626,7 @@ pub fn arith(op: BinOp, l: &Value, r: &Value, span: Span, lspan: Span, rspan: Sp
         BinOp::Ne => return Ok(Bool(!l.equals(r))),
         BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
             let ord = l.compare(r).ok_or_else(|| -> Unwind {
-                RuntimeError::new(ErrorKind::Type, format!("cannot compare {} with {}", crate::builtins::a_type(&l), crate::builtins::a_type(&r)), span)
+                RuntimeError::new(ErrorKind::Type, format!("cannot compare {} with {}", crate::builtins::a_type(l), crate::builtins::a_type(r)), span)
                     .with_label(format!("{} {} {}", l.type_name(), op.symbol(), r.type_name()))
                     .into()
             })?;
@@ -698,7 +700,7 @@ pub fn arith(op: BinOp, l: &Value, r: &Value, span: Span, lspan: Span, rspan: Sp
 fn operand_error(op: BinOp, l: &Value, r: &Value, span: Span, _lspan: Span, _rspan: Span) -> Unwind {
     let mut e = RuntimeError::new(
         ErrorKind::Type,
-        format!("cannot apply `{}` to {} and {}", op.symbol(), crate::builtins::a_type(&l), crate::builtins::a_type(&r)),
+        format!("cannot apply `{}` to {} and {}", op.symbol(), crate::builtins::a_type(l), crate::builtins::a_type(r)),
         span,
     )
     .with_label(format!("{} {} {}", l.type_name(), op.symbol(), r.type_name()));
@@ -763,12 +765,12 @@ pub fn index(target: &Value, idx: &Value, span: Span, idx_span: Span) -> R<Value
         (Value::Range(r), Value::Int(i)) => list_index(r.len(), *i).and_then(|i| r.get(i)).map(Value::Int).ok_or_else(|| index_error(*i, r.len(), idx_span)),
         (Value::Map(m), k) => match Key::from_value(k) {
             Some(key) => m.get(&key).cloned().ok_or_else(|| key_error(m, k, idx_span)),
-            None => Err(type_error(format!("{} cannot be a map key", crate::builtins::a_type(&k)), idx_span, k)),
+            None => Err(type_error(format!("{} cannot be a map key", crate::builtins::a_type(k)), idx_span, k)),
         },
         (Value::List(_) | Value::Str(_) | Value::Range(_) | Value::Bytes(_), other) => {
-            Err(type_error(format!("indexes must be ints, not {}", crate::builtins::a_type(&other)), idx_span, other))
+            Err(type_error(format!("indexes must be ints, not {}", crate::builtins::a_type(other)), idx_span, other))
         }
-        (other, _) => Err(type_error(format!("{} cannot be indexed", crate::builtins::a_type(&other)), span, other)),
+        (other, _) => Err(type_error(format!("{} cannot be indexed", crate::builtins::a_type(other)), span, other)),
     }
 }
 
@@ -784,8 +786,8 @@ pub fn field(target: &Value, name: &str, span: Span) -> R<Value> {
             _ => return fail(ErrorKind::Key, format!("an error has no field `{name}`"), span).map_err(|e| with_help(e, "errors have `message`, `kind`, `data` and `related`")),
         }),
         Value::Object(_) => crate::runtime::object_field(target, name, span),
-        other => Err(RuntimeError::new(ErrorKind::Type, format!("{} has no field `{name}`", crate::builtins::a_type(&other)), span)
-            .with_label(format!("this is {}", crate::builtins::a_type(&other)))
+        other => Err(RuntimeError::new(ErrorKind::Type, format!("{} has no field `{name}`", crate::builtins::a_type(other)), span)
+            .with_label(format!("this is {}", crate::builtins::a_type(other)))
             .with_help(if matches!(other, Value::Str(_) | Value::List(_)) { format!("to call a method, add parentheses: `.{name}()`") } else { "fields exist on maps, errors and runtime objects".into() })
             .into()),
     }
@@ -815,22 +817,22 @@ pub fn navigate_mut<'a>(root: &'a mut Value, path: &[(Value, Span)], span: Span)
                             .with_label("lists are indexed with ints")
                             .into());
                     }
-                    return Err(type_error(format!("indexes must be ints, not {}", crate::builtins::a_type(&k)), *kspan, k));
+                    return Err(type_error(format!("indexes must be ints, not {}", crate::builtins::a_type(k)), *kspan, k));
                 };
                 let len = l.len();
                 let idx = list_index(len, *i).ok_or_else(|| index_error(*i, len, *kspan))?;
                 &mut Arc::make_mut(l)[idx]
             }
             Value::Map(m) => {
-                let key = Key::from_value(k).ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(&k)), *kspan, k))?;
+                let key = Key::from_value(k).ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(k)), *kspan, k))?;
                 if !last && !m.contains_key(&key) {
                     return Err(key_error(m, k, *kspan));
                 }
                 Arc::make_mut(m).entry(key).or_insert(Value::Nil)
             }
             other => {
-                return Err(RuntimeError::new(ErrorKind::Type, format!("cannot change part of {}", crate::builtins::a_type(&other)), span)
-                    .with_label(format!("this is {}", crate::builtins::a_type(&other)))
+                return Err(RuntimeError::new(ErrorKind::Type, format!("cannot change part of {}", crate::builtins::a_type(other)), span)
+                    .with_label(format!("this is {}", crate::builtins::a_type(other)))
                     .into())
             }
         };
@@ -920,7 +922,7 @@ pub fn call_mut_method(interp: &mut Interp, target: &mut Value, name: &str, name
                     a.expect("extend", 1, 1)?;
                     match &a.vals[0] {
                         Value::Map(other) => map.extend(other.iter().map(|(k, v)| (k.clone(), v.clone()))),
-                        v => return Err(type_error(format!("`extend` on a map expects a map, got {}", crate::builtins::a_type(&v)), a.span(0), v)),
+                        v => return Err(type_error(format!("`extend` on a map expects a map, got {}", crate::builtins::a_type(v)), a.span(0), v)),
                     }
                     Ok(Value::Nil)
                 }
@@ -938,7 +940,7 @@ pub fn call_mut_method(interp: &mut Interp, target: &mut Value, name: &str, name
 
 fn no_method(v: &Value, name: &str, span: Span) -> R<Value> {
     let known = methods_of(v);
-    let mut e = RuntimeError::new(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(&v)), span).with_label("unknown method");
+    let mut e = RuntimeError::new(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(v)), span).with_label("unknown method");
     let best = known.iter().map(|m| (strsim::jaro_winkler(name, m), m)).filter(|(s, _)| *s > 0.8).max_by(|a, b| a.0.total_cmp(&b.0));
     if let Some((_, m)) = best {
         e = e.with_help(format!("did you mean `{m}`?"));
@@ -1279,7 +1281,7 @@ fn list_method(interp: &mut Interp, l: Arc<Vec<Value>>, name: &str, name_span: S
 fn map_method(interp: &mut Interp, m: &Arc<crate::value::Map>, name: &str, name_span: Span, a: Args, recv: &Value) -> R<Value> {
     let key = |i: usize| -> R<Key> {
         let v = a.vals.get(i).ok_or_else(|| -> Unwind { RuntimeError::new(ErrorKind::Type, format!("`{name}` needs a key"), a.call).into() })?;
-        Key::from_value(v).ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(&v)), a.span(i), v))
+        Key::from_value(v).ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(v)), a.span(i), v))
     };
     Ok(match name {
         "len" => Value::Int(m.len() as i64),
@@ -1300,7 +1302,7 @@ fn map_method(interp: &mut Interp, m: &Arc<crate::value::Map>, name: &str, name_
             let mut out = (**m).clone();
             match &a.vals[0] {
                 Value::Map(other) => out.extend(other.iter().map(|(k, v)| (k.clone(), v.clone()))),
-                v => return Err(type_error(format!("`merge` expects a map, got {}", crate::builtins::a_type(&v)), a.span(0), v)),
+                v => return Err(type_error(format!("`merge` expects a map, got {}", crate::builtins::a_type(v)), a.span(0), v)),
             }
             Value::Map(Arc::new(out))
         }

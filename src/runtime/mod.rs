@@ -89,7 +89,7 @@ pub fn object_field(v: &Value, name: &str, span: Span) -> R<Value> {
 }
 
 fn no_field(v: &Value, name: &str, span: Span, help: &str) -> R<Value> {
-    let e = RuntimeError::new(ErrorKind::Key, format!("{} has no field `{name}`", crate::builtins::a_type(&v)), span).with_label("unknown field");
+    let e = RuntimeError::new(ErrorKind::Key, format!("{} has no field `{name}`", crate::builtins::a_type(v)), span).with_label("unknown field");
     Err(if help.is_empty() { e } else { e.with_help(help) }.into())
 }
 
@@ -106,7 +106,7 @@ pub fn object_method(interp: &mut Interp, v: &Value, name: &str, name_span: Span
     if let Some(r) = command::method(interp, v, name, name_span, &a) {
         return r;
     }
-    fail(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(&v)), name_span)
+    fail(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(v)), name_span)
 }
 
 fn task_method(interp: &mut Interp, t: &Arc<Task>, name: &str, name_span: Span, a: Args) -> R<Value> {
@@ -160,7 +160,7 @@ pub fn iterate_next(interp: &mut Interp, v: &Value, span: Span) -> R<Option<Valu
     if let Some(r) = command::iterate_next(interp, v, span) {
         return r;
     }
-    fail(ErrorKind::Type, format!("cannot iterate over {}", crate::builtins::a_type(&v)), span)
+    fail(ErrorKind::Type, format!("cannot iterate over {}", crate::builtins::a_type(v)), span)
 }
 
 /// Child processes this conc process started and has not yet reaped, so a forced exit can kill them.

@@ -83,7 +83,7 @@ pub fn pool_map(interp: &mut Interp, f: Value, xs: Value, opts: Value, span: Spa
             .with_label("not a function")
             .into());
     }
-    let items = to_list(&xs).map_err(|_| -> Unwind {
+    let items = to_list(&xs).ok_or_else(|| -> Unwind {
         RuntimeError::new(ErrorKind::Type, format!("`pool map` runs over a list, range or map, not {}", crate::builtins::a_type(&xs)), span).into()
     })?;
     let opts = Options::parse(&opts, span)?;
@@ -102,7 +102,7 @@ pub fn pool_map(interp: &mut Interp, f: Value, xs: Value, opts: Value, span: Spa
     let (res_tx, res_rx) = crossbeam_channel::unbounded::<ItemResult>();
     let cancel = interp.cancel.child();
     let bar = progress_bar(n, opts.progress);
-    let outcome = std::thread::scope(|s| -> R<Vec<(usize, Result<Value, Box<RuntimeError>>)>> {
+    let outcome = std::thread::scope(|s| -> R<Vec<ItemResult>> {
         for w in 0..workers {
             interp.shared.admit_thread(span)?;
             let mut child = interp.fork_world(cancel.clone(), interp.shared.settings.limits.max_call_depth);

@@ -331,7 +331,9 @@ impl Cell {
     }
 }
 
-pub static BUILTINS: &[(&str, fn(&mut Interp, Args) -> R<Value>)] = &[
+type Builtin = fn(&mut Interp, Args) -> R<Value>;
+
+pub static BUILTINS: &[(&str, Builtin)] = &[
     ("mutex", |_, a| {
         a.expect("mutex", 0, 0)?;
         Ok(Value::object(Lock(LockCore::new(false))))
@@ -384,8 +386,8 @@ pub fn with_lock(interp: &mut Interp, l: &Value, body: &Block, span: Span, targe
         (Some(lock), _) => &lock.0,
         (_, Some(c)) => &c.lock,
         _ => {
-            return Err(RuntimeError::new(ErrorKind::Type, format!("`lock` needs a mutex, rlock, semaphore or condition, not {}", crate::builtins::a_type(&l)), target)
-                .with_label(format!("this is {}", crate::builtins::a_type(&l)))
+            return Err(RuntimeError::new(ErrorKind::Type, format!("`lock` needs a mutex, rlock, semaphore or condition, not {}", crate::builtins::a_type(l)), target)
+                .with_label(format!("this is {}", crate::builtins::a_type(l)))
                 .with_help("make one with `mutex()`, `rlock()`, `semaphore(n)` or `condition()`")
                 .into())
         }
@@ -481,8 +483,8 @@ pub fn method(interp: &mut Interp, v: &Value, name: &str, name_span: Span, a: &A
 }
 
 fn unknown(v: &Value, name: &str, span: Span, has: &str) -> R<Value> {
-    Err(RuntimeError::new(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(&v)), span)
+    Err(RuntimeError::new(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(v)), span)
         .with_label("unknown method")
-        .with_help(format!("{} has {has}", crate::builtins::a_type(&v)))
+        .with_help(format!("{} has {has}", crate::builtins::a_type(v)))
         .into())
 }

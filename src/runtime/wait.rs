@@ -106,8 +106,8 @@ fn as_task(v: &Value, span: Span) -> R<Arc<Task>> {
             let any: Arc<dyn std::any::Any + Send + Sync> = o.clone();
             Ok(any.downcast::<Task>().expect("checked above"))
         }
-        other => Err(RuntimeError::new(ErrorKind::Type, format!("`wait` expects a task or a list of tasks, got {}", crate::builtins::a_type(&other)), span)
-            .with_label(format!("this is {}", crate::builtins::a_type(&other)))
+        other => Err(RuntimeError::new(ErrorKind::Type, format!("`wait` expects a task or a list of tasks, got {}", crate::builtins::a_type(other)), span)
+            .with_label(format!("this is {}", crate::builtins::a_type(other)))
             .with_help("tasks come from `spawn`, `fork` and `start(...)`")
             .into()),
     }

@@ -27,6 +27,9 @@ fn read_or(path: &Path, default: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|_| default.to_string())
 }
 
+/// Longest a single script may run before it counts as hung.
+const SCRIPT_TIMEOUT_SECS: u64 = 120;
+
 struct Outcome {
     stdout: String,
     stderr: String,
@@ -51,7 +54,17 @@ fn run(script: &Path) -> Outcome {
         use std::io::Write;
         let _ = stdin.write_all(&input);
     });
+    // A hung script must fail the test, not hang the suite.
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(std::time::Duration::from_secs(SCRIPT_TIMEOUT_SECS)).is_err() {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+    });
     let out = child.wait_with_output().expect("conc runs to completion");
+    let _ = done_tx.send(());
+    let _ = watchdog.join();
     let _ = feeder.join();
     Outcome {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

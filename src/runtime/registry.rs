@@ -2,6 +2,7 @@
 //! thread is blocked on a conc primitive with no timeout, and nothing has moved for a while,
 //! the program can never continue, so the blocked calls fail with a deadlock error.
 
+use super::cancel::CancelToken;
 use crate::syntax::Span;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -28,6 +29,8 @@ struct State {
 struct Blocked {
     id: u64,
     root: bool,
+    /// A cancelled task will wake up soon, so it does not count as stuck.
+    token: CancelToken,
     who: String,
     what: String,
     span: Span,
@@ -51,7 +54,9 @@ impl Drop for BlockGuard<'_> {
 }
 
 /// How long everything must sit still before a deadlock is declared.
-const QUIET: Duration = Duration::from_millis(150);
+/// Generous, so a loaded machine that is slow to schedule a waking thread is not mistaken
+/// for a deadlock.
+const QUIET: Duration = Duration::from_millis(300);
 
 impl Registry {
     pub fn enter(&self) {
@@ -73,10 +78,10 @@ impl Registry {
 
     /// Register a blocked call. `root` marks the main task: it is the one that reports a
     /// deadlock, so the report does not depend on which thread notices first.
-    pub fn block(&self, who: &str, what: &str, span: Span, root: bool) -> BlockGuard<'_> {
+    pub fn block(&self, who: &str, what: &str, span: Span, root: bool, token: &CancelToken) -> BlockGuard<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.blocked.push(Blocked { id, root, who: who.to_string(), what: what.to_string(), span });
+        st.blocked.push(Blocked { id, root, token: token.clone(), who: who.to_string(), what: what.to_string(), span });
         st.stable_since = None;
         BlockGuard { reg: self, id }
     }
@@ -90,7 +95,8 @@ impl Registry {
         if let Some((report, root_reports)) = &st.deadlock {
             return (root || !root_reports).then(|| report.clone());
         }
-        if st.live == 0 || st.blocked.len() < st.live {
+        let stuck = st.blocked.iter().filter(|b| !b.token.is_cancelled()).count();
+        if st.live == 0 || stuck < st.live {
             st.stable_since = None;
             return None;
         }

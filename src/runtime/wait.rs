@@ -28,7 +28,7 @@ pub fn block_on<T>(
     let deadline = timeout.map(|t| Instant::now() + t);
     let registry = &interp.shared.tasks;
     let root = &*interp.task_name == "main";
-    let _guard = timeout.is_none().then(|| registry.block(&interp.task_name, what, span, root));
+    let _guard = timeout.is_none().then(|| registry.block(&interp.task_name, what, span, root, &interp.cancel));
     loop {
         interp.check_cancel(span)?;
         // Blocked time counts against a wall-clock limit too.

@@ -47,12 +47,14 @@ struct FnScope {
     uses_self: bool,
     /// The main program's frame: its outermost block declares globals.
     is_top: bool,
+    /// The body of a `spawn` or `fork`, which runs with its own copy of every global.
+    is_task: bool,
     loop_depth: u32,
 }
 
 impl FnScope {
     fn new(self_name: Option<Name>, is_top: bool) -> FnScope {
-        FnScope { blocks: vec![vec![]], next_slot: 0, max_slot: 0, captures: vec![], self_name, uses_self: false, is_top, loop_depth: 0 }
+        FnScope { blocks: vec![vec![]], next_slot: 0, max_slot: 0, captures: vec![], self_name, uses_self: false, is_top, is_task: false, loop_depth: 0 }
     }
 
     fn find_local(&self, name: &str) -> Option<u32> {
@@ -228,6 +230,18 @@ impl Resolver<'_> {
         def.uses_self = scope.uses_self;
     }
 
+    fn task_body(&mut self, def: &mut Arc<FnDef>) {
+        let def = Arc::get_mut(def).expect("function definitions are unshared until resolved");
+        let mut scope = FnScope::new(None, false);
+        scope.is_task = true;
+        self.fns.push(scope);
+        self.block(&mut def.body);
+        let scope = self.fns.pop().expect("task scope");
+        def.frame_size = scope.max_slot;
+        def.captures = scope.captures.into_iter().map(|(_, s)| s).collect();
+        def.uses_self = scope.uses_self;
+    }
+
     fn stmt(&mut self, stmt: &mut Stmt) {
         match stmt {
             Stmt::Let { var, value } => {
@@ -323,6 +337,11 @@ impl Resolver<'_> {
                 "closures and tasks get a copy of this variable",
                 "return the new value instead, or share it explicitly with `cell(value)`",
             )),
+            Slot::Global(_) if self.fns.last().is_some_and(|f| f.is_task) => Some((
+                format!("cannot assign to `{}` inside a task: the task has its own copy of it", var.name),
+                "this change would be invisible outside the task",
+                "return the value from the task and `wait` for it, or share state explicitly with `cell(value)`",
+            )),
             Slot::Builtin(_) | Slot::SelfFn => Some((
                 format!("cannot assign to `{}`", var.name),
                 "this is a function, not a variable",
@@ -394,7 +413,7 @@ impl Resolver<'_> {
             Expr::Fn(def) => self.function(def, None),
             Expr::Spawn { body, .. } | Expr::Fork { body, .. } => {
                 // A task body is its own function: `break` and `return` cannot leave it.
-                self.function(body, None);
+                self.task_body(body);
             }
             Expr::Wait { target, .. } => self.expr(target),
             Expr::Lock { target, body, .. } => {

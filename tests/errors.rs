@@ -35,6 +35,7 @@ fn name_errors() {
     check("return 1", ErrorKind::Syntax, "`return` outside a function", 1, 1);
     check("break", ErrorKind::Syntax, "`break` outside a loop", 1, 1);
     check("fn f() { let c = 1\n fn() { c = 2 } }", ErrorKind::Name, "captured by value", 2, 9);
+    check("let total = 0\nspawn { total += 1 }", ErrorKind::Name, "inside a task: the task has its own copy", 2, 9);
 }
 
 #[test]
@@ -103,4 +104,18 @@ fn deadlock_is_reported_not_hung() {
     let help = err.details().help.clone().unwrap_or_default();
     assert!(help.contains("spawn@4 is blocked in acquiring a lock"), "{help}");
     assert!(help.contains("spawn@5 is blocked in acquiring a lock"), "{help}");
+}
+
+/// Regression (found by the fuzzer): unclosed nesting made the parser backtrack
+/// exponentially, doubling the time per level. Each of these must fail fast.
+#[test]
+fn unclosed_nesting_parses_in_linear_time() {
+    for unit in ["a.b(", "spawn {", "a[{", "x(m.g({c.m", "fork {"] {
+        let src = unit.repeat(40);
+        let started = std::time::Instant::now();
+        let err = Engine::new().compile("<fuzz>", &src).err().expect("unclosed input is a syntax error");
+        let took = started.elapsed();
+        assert_eq!(err.kind(), ErrorKind::Syntax);
+        assert!(took < std::time::Duration::from_secs(5), "{unit:?} x 40 took {took:?}");
+    }
 }

@@ -195,38 +195,54 @@ impl Builder {
                 let value = parts.pop().map(|p| self.var(p));
                 Stmt::For { key, value, iter, body, span }
             }
-            Rule::assign_stmt => {
-                let place = self.place(inner.next().unwrap())?;
-                let op = match inner.next().unwrap().as_str() {
+            Rule::expr_stmt => {
+                let target = self.expr(inner.next().unwrap())?;
+                let Some(op_pair) = inner.next() else { return Ok(Stmt::Expr(target)) };
+                let op = match op_pair.as_str() {
                     "+=" => AssignOp::Add,
                     "-=" => AssignOp::Sub,
                     "*=" => AssignOp::Mul,
                     "/=" => AssignOp::Div,
                     _ => AssignOp::Set,
                 };
+                let place = self.place(target)?;
                 let value = self.expr(inner.next().unwrap())?;
                 Stmt::Assign { place, op, value, span }
             }
-            Rule::expr_stmt => Stmt::Expr(self.expr(inner.next().unwrap())?),
             other => unreachable!("not a statement: {other:?}"),
         })
     }
 
-    fn place(&self, pair: Pair<Rule>) -> PResult<Place> {
-        let span = self.span(&pair);
-        let mut inner = kids(pair);
-        let var = self.var(inner.next().unwrap());
+    /// The left side of an assignment: a name with index and field accesses after it.
+    fn place(&self, target: Expr) -> PResult<Place> {
+        let span = target.span();
         let mut path = Vec::new();
-        for step in inner {
-            path.push(match step.as_rule() {
-                Rule::index_suffix => PathStep::Index(self.expr(kids(step).next().unwrap())?),
-                _ => {
-                    let name = kids(step).next().unwrap();
-                    PathStep::Field(name.as_str().into(), self.span(&name))
+        let mut cur = target;
+        loop {
+            cur = match cur {
+                Expr::Var(var) => {
+                    path.reverse();
+                    return Ok(Place { var, path, span });
                 }
-            });
+                Expr::Index { target, index, .. } => {
+                    path.push(PathStep::Index(*index));
+                    *target
+                }
+                Expr::Field { target, name, span: field_span } => {
+                    let name_span = Span { start: field_span.end - name.len() as u32, ..field_span };
+                    path.push(PathStep::Field(name, name_span));
+                    *target
+                }
+                other => {
+                    return Err(ParseError {
+                        span: other.span(),
+                        message: "cannot assign to this expression".into(),
+                        label: "not a variable, index or field".into(),
+                        help: Some("assign to a name (`x = 1`), an index (`xs[0] = 1`) or a field (`m.key = 1`)".into()),
+                    })
+                }
+            };
         }
-        Ok(Place { var, path, span })
     }
 
     fn params(&self, pair: Pair<Rule>) -> Vec<Var> {
@@ -241,12 +257,9 @@ impl Builder {
 
     /// A block or a single expression, as the body of `spawn`/`fork`, wrapped as a function of no arguments.
     fn task_body(&self, pair: Pair<Rule>, kind: &str, span: Span) -> PResult<Arc<FnDef>> {
-        let body = match pair.as_rule() {
-            Rule::block => self.block(pair)?,
-            _ => {
-                let e = self.expr(pair)?;
-                Block { span: e.span(), stmts: vec![Stmt::Expr(e)] }
-            }
+        let body = match self.expr(pair)? {
+            Expr::Block(b) => *b,
+            e => Block { span: e.span(), stmts: vec![Stmt::Expr(e)] },
         };
         Ok(Arc::new(FnDef { name: kind.into(), params: vec![], body, span, frame_size: 0, captures: vec![], uses_self: false, code: Default::default() }))
     }
@@ -534,13 +547,13 @@ fn describe(rule: Rule) -> Option<&'static str> {
         | map | paren | if_expr | try_expr | fn_expr | spawn_expr | fork_expr | wait_expr | lock_expr | scope_expr
         | pool_expr | select_expr | not_op | neg => "an expression",
         ident => "a name",
-        member => "a field or method name",
+        member | field_name => "a field or method name",
         block => "a block `{ … }`",
         params => "a parameter list `( … )`",
         call_args => "arguments `( … )`",
         EOI => "the end of the input",
         let_stmt | fn_decl | return_stmt | break_stmt | continue_stmt | import_stmt | while_stmt | for_stmt
-        | assign_stmt | expr_stmt | stmt => "a statement",
+        | expr_stmt | stmt => "a statement",
         assign_op => "`=`",
         plain_string => "a string",
         map_entry => "a `key: value` entry",

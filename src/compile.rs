@@ -94,12 +94,16 @@ fn take_int(r: R<Value>) -> Result<i64, R<Value>> {
 /// written field by field (see [`push_int`]).
 #[inline(always)]
 fn put(slot: &mut Value, v: Value) {
-    let plain = matches!(slot, Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_));
-    match v {
-        Value::Int(n) if plain => *slot = Value::Int(n),
-        v if plain => *slot = v,
-        v => *slot = v,
+    if !matches!(slot, Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_)) {
+        *slot = v;
+        return;
     }
+    // The old value owns nothing, so it is simply overwritten.
+    let old = match take_int(Ok(v)) {
+        Ok(n) => std::mem::replace(slot, Value::Int(n)),
+        Err(v) => std::mem::replace(slot, v.unwrap_or_default()),
+    };
+    std::mem::forget(old);
 }
 
 /// `v.clone()`, with ints (the common case) copied without the general dispatch.
@@ -122,7 +126,10 @@ fn nil() -> Ev {
 }
 
 fn constant(v: Value) -> Ev {
-    Box::new(move |_, _| Ok(v.clone()))
+    match v {
+        Value::Int(i) => Box::new(move |_, _| Ok(Value::Int(i))),
+        v => Box::new(move |_, _| Ok(v.clone())),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -439,9 +446,27 @@ fn self_update_op<Rr: Opnd, const OP: u8>(r: Rr, u: SelfUpdate) -> Ex {
 // ---------------------------------------------------------------------------------------------
 // Expressions
 
+thread_local! {
+    /// How deeply the expression being compiled is nested (compile-time bookkeeping only).
+    static NESTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Every this many levels of expression nesting, compiled code checks its stack.
+const GUARD_EVERY: u32 = 64;
+
 fn expr(e: &Expr) -> Ev {
-    // Compiling recurses on nesting; long operator chains nest deeply.
-    stacker::maybe_grow(64 * 1024, 1024 * 1024, || expr_inner(e))
+    // Compiling recurses on nesting, and long operator chains nest deeply.
+    let depth = NESTING.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    });
+    let f = stacker::maybe_grow(64 * 1024, 1024 * 1024, || expr_inner(e));
+    NESTING.with(|n| n.set(depth - 1));
+    if depth % GUARD_EVERY != 0 {
+        return f;
+    }
+    // Running such code recurses as deeply, so it grows its stack on the heap when short.
+    Box::new(move |it, cx| stacker::maybe_grow(256 * 1024, 4 * 1024 * 1024, || f(it, cx)))
 }
 
 #[allow(unreachable_patterns)]
@@ -449,10 +474,7 @@ fn expr_inner(e: &Expr) -> Ev {
     match e {
         Expr::Nil(_) => nil(),
         Expr::Bool(b, _) => constant(Value::Bool(*b)),
-        Expr::Int(i, _) => {
-            let i = *i;
-            Box::new(move |_, _| Ok(Value::Int(i)))
-        }
+        Expr::Int(i, _) => constant(Value::Int(*i)),
         Expr::Float(f, _) => constant(Value::Float(*f)),
         Expr::Str(s, _) => constant(Value::Str(s.clone())),
         Expr::Interp(parts, _) => interpolate(parts),
@@ -503,14 +525,14 @@ fn expr_inner(e: &Expr) -> Ev {
             with_pair(operand(target), operand(index), IndexNode { span: *span, index_span: index.span() })
         }
         Expr::Field { target, name, span } => {
-            let (name, span) = (name.clone(), *span);
+            let f = Field { key: Key::Str(name.clone()), name: name.clone(), span: *span };
             match operand(target) {
-                Op::Loc(i) => Box::new(move |it, _| builtins::field(&it.stack[it.base + i], &name, span)),
-                Op::Glob(g) => Box::new(move |it, _| builtins::field(it.globals.get(g).unwrap_or(&NIL), &name, span)),
-                Op::Int(k) => Box::new(move |_, _| builtins::field(&Value::Int(k), &name, span)),
+                Op::Loc(i) => Box::new(move |it, _| f.get(&it.stack[it.base + i])),
+                Op::Glob(g) => Box::new(move |it, _| f.get(it.globals.get(g).unwrap_or(&NIL))),
+                Op::Int(k) => Box::new(move |_, _| f.get(&Value::Int(k))),
                 Op::Dyn(t) => Box::new(move |it, cx| {
                     let t = t(it, cx)?;
-                    builtins::field(&t, &name, span)
+                    f.get(&t)
                 }),
             }
         }
@@ -590,6 +612,27 @@ fn expr_inner(e: &Expr) -> Ev {
     }
 }
 
+/// `target.name`.
+struct Field {
+    key: Key,
+    name: Name,
+    span: Span,
+}
+
+impl Field {
+    #[inline]
+    fn get(&self, target: &Value) -> R<Value> {
+        // A map entry is found with the key made once; everything else, misses included,
+        // is `builtins::field`'s.
+        if let Value::Map(m) = target {
+            if let Some(v) = m.get(&self.key) {
+                return Ok(v.clone());
+            }
+        }
+        builtins::field(target, &self.name, self.span)
+    }
+}
+
 /// `-5`, `-1.5`: folded to a constant.
 fn negated_literal(e: &Expr) -> Option<Value> {
     match e {
@@ -611,7 +654,7 @@ fn read(v: &Var) -> Ev {
         }
         Slot::Capture(i) => {
             let i = i as usize;
-            Box::new(move |it, _| Ok(it.closure.as_ref().map(|c| c.captures[i].clone()).unwrap_or_default()))
+            Box::new(move |it, _| Ok(it.closure.as_ref().map(|c| fast_clone(&c.captures[i])).unwrap_or_default()))
         }
         Slot::Builtin(b) => constant(Value::Builtin(b)),
         _ => {
@@ -939,24 +982,11 @@ fn with_pair<B: Build2>(l: Op, r: Op, b: B) -> B::Out {
 const ADD: u8 = 0;
 const SUB: u8 = 1;
 const MUL: u8 = 2;
-const LT: u8 = 3;
-const LE: u8 = 4;
-const GT: u8 = 5;
-const GE: u8 = 6;
-const EQ: u8 = 7;
-const NE: u8 = 8;
-
 const fn bin_op(op: u8) -> BinOp {
     match op {
         ADD => BinOp::Add,
         SUB => BinOp::Sub,
-        MUL => BinOp::Mul,
-        LT => BinOp::Lt,
-        LE => BinOp::Le,
-        GT => BinOp::Gt,
-        GE => BinOp::Ge,
-        EQ => BinOp::Eq,
-        _ => BinOp::Ne,
+        _ => BinOp::Mul,
     }
 }
 
@@ -976,58 +1006,62 @@ fn checked<const OP: u8>(a: i64, b: i64) -> Option<i64> {
     }
 }
 
+/// `a op b` for arithmetic on ints, as `Interp::binary_values` computes it.
 #[inline(always)]
-fn int_cmp<const OP: u8>(a: i64, b: i64) -> bool {
-    match OP {
-        LT => a < b,
-        LE => a <= b,
-        GT => a > b,
-        GE => a >= b,
-        EQ => a == b,
-        _ => a != b,
+fn int_op<const OP: u8>(a: i64, b: i64, span: Span) -> R<Value> {
+    match checked::<OP>(a, b) {
+        Some(n) => Ok(Value::Int(n)),
+        None => Err(overflow_error(bin_op(OP), a, b, span)),
     }
 }
 
-/// `a op b` on ints, as `Interp::binary_values` computes it.
-#[inline(always)]
-fn int_op<const OP: u8>(a: i64, b: i64, span: Span) -> R<Value> {
-    match OP {
-        ADD | SUB | MUL => match checked::<OP>(a, b) {
-            Some(n) => Ok(Value::Int(n)),
-            None => Err(overflow_error(bin_op(OP), a, b, span)),
-        },
-        _ => Ok(Value::Bool(int_cmp::<OP>(a, b))),
+/// A comparison operator as the set of orderings it accepts: bit 0 less, 1 equal, 2 greater.
+fn cmp_mask(op: BinOp) -> u8 {
+    match op {
+        BinOp::Lt => 0b001,
+        BinOp::Le => 0b011,
+        BinOp::Gt => 0b100,
+        BinOp::Ge => 0b110,
+        BinOp::Eq => 0b010,
+        _ => 0b101,
     }
+}
+
+#[inline(always)]
+fn accepts(mask: u8, ord: std::cmp::Ordering) -> bool {
+    (mask >> (ord as i8 + 1)) & 1 != 0
 }
 
 /// `a op b` on two floats where the result is certain to match `builtins::arith`.
 #[inline(always)]
-fn float_op<const OP: u8>(a: &Value, b: &Value) -> Option<Value> {
+fn float_op(op: BinOp, a: &Value, b: &Value) -> Option<Value> {
     let (Value::Float(a), Value::Float(b)) = (a, b) else { return None };
-    Some(match OP {
-        ADD => Value::Float(a + b),
-        SUB => Value::Float(a - b),
-        MUL => Value::Float(a * b),
-        EQ => Value::Bool(a == b),
-        NE => Value::Bool(a != b),
-        _ => {
-            let ord = a.partial_cmp(b)?;
-            Value::Bool(match OP {
-                LT => ord.is_lt(),
-                LE => ord.is_le(),
-                GT => ord.is_gt(),
-                _ => ord.is_ge(),
-            })
-        }
+    Some(match op {
+        BinOp::Add => Value::Float(a + b),
+        BinOp::Sub => Value::Float(a - b),
+        BinOp::Mul => Value::Float(a * b),
+        BinOp::Eq => Value::Bool(a == b),
+        BinOp::Ne => Value::Bool(a != b),
+        // NaN has no order: the general path raises the error.
+        _ => Value::Bool(accepts(cmp_mask(op), a.partial_cmp(b)?)),
     })
 }
 
+/// `a op b` for anything but two ints.
 #[inline(never)]
-fn slow<const OP: u8>(it: &mut Interp, a: Value, b: Value, s: Spans) -> R<Value> {
-    if let Some(v) = float_op::<OP>(&a, &b) {
+fn slow(it: &mut Interp, op: BinOp, a: Value, b: Value, s: Spans) -> R<Value> {
+    if let Some(v) = float_op(op, &a, &b) {
         return Ok(v);
     }
-    it.binary_values(bin_op(OP), a, b, s.op, s.l, s.r)
+    it.binary_values(op, a, b, s.op, s.l, s.r)
+}
+
+/// The rest of `l op r` when `l` did not produce an int.
+#[inline(never)]
+fn slow_rest<Rr: Opnd>(it: &mut Interp, cx: &FnDef, op: BinOp, a: R<Value>, r: &Rr, s: Spans) -> R<Value> {
+    let a = a?;
+    let b = r.eval(it, cx)?;
+    slow(it, op, a, b, s)
 }
 
 struct ArithNode {
@@ -1043,12 +1077,10 @@ impl Build2 for ArithNode {
             BinOp::Add => arith::<L, Rr, ADD>(l, r, s),
             BinOp::Sub => arith::<L, Rr, SUB>(l, r, s),
             BinOp::Mul => arith::<L, Rr, MUL>(l, r, s),
-            BinOp::Lt => arith::<L, Rr, LT>(l, r, s),
-            BinOp::Le => arith::<L, Rr, LE>(l, r, s),
-            BinOp::Gt => arith::<L, Rr, GT>(l, r, s),
-            BinOp::Ge => arith::<L, Rr, GE>(l, r, s),
-            BinOp::Eq => arith::<L, Rr, EQ>(l, r, s),
-            _ => arith::<L, Rr, NE>(l, r, s),
+            op => {
+                let c = Cmp { l, r, s, op, mask: cmp_mask(op) };
+                Box::new(move |it, cx| c.value(it, cx))
+            }
         }
     }
 }
@@ -1060,26 +1092,18 @@ fn arith<L: Opnd, Rr: Opnd, const OP: u8>(l: L, r: Rr, s: Spans) -> Ev {
                 return int_op::<OP>(a, b, s.op);
             }
             let (a, b) = (l.get(it).clone(), r.get(it).clone());
-            return slow::<OP>(it, a, b, s);
+            return slow(it, bin_op(OP), a, b, s);
         }
         // Computed results are taken apart, not moved whole: that would stall.
         let x = match take_int(l.eval(it, cx)) {
             Ok(x) => x,
-            Err(a) => return arith_rest::<Rr, OP>(it, cx, a, &r, s),
+            Err(a) => return slow_rest(it, cx, bin_op(OP), a, &r, s),
         };
         match take_int(r.eval(it, cx)) {
             Ok(y) => int_op::<OP>(x, y, s.op),
-            Err(b) => slow::<OP>(it, Value::Int(x), b?, s),
+            Err(b) => slow(it, bin_op(OP), Value::Int(x), b?, s),
         }
     })
-}
-
-/// The rest of `l op r` when `l` did not produce an int.
-#[inline(never)]
-fn arith_rest<Rr: Opnd, const OP: u8>(it: &mut Interp, cx: &FnDef, a: R<Value>, r: &Rr, s: Spans) -> R<Value> {
-    let a = a?;
-    let b = r.eval(it, cx)?;
-    slow::<OP>(it, a, b, s)
 }
 
 /// Builds the node `W` around a comparison of two operands of known types.
@@ -1092,42 +1116,55 @@ struct CmpNode<W> {
 impl<W: WithCond> Build2 for CmpNode<W> {
     type Out = W::Out;
     fn build<L: Opnd, Rr: Opnd>(self, l: L, r: Rr) -> W::Out {
-        let s = self.spans;
-        match self.op {
-            BinOp::Lt => self.node.build(Cmp::<L, Rr, LT> { l, r, s }),
-            BinOp::Le => self.node.build(Cmp::<L, Rr, LE> { l, r, s }),
-            BinOp::Gt => self.node.build(Cmp::<L, Rr, GT> { l, r, s }),
-            BinOp::Ge => self.node.build(Cmp::<L, Rr, GE> { l, r, s }),
-            BinOp::Eq => self.node.build(Cmp::<L, Rr, EQ> { l, r, s }),
-            _ => self.node.build(Cmp::<L, Rr, NE> { l, r, s }),
+        self.node.build(Cmp { l, r, s: self.spans, op: self.op, mask: cmp_mask(self.op) })
+    }
+}
+
+/// `l op r` for a comparison: ints compare without building a `Value::Bool`.
+struct Cmp<L, Rr> {
+    l: L,
+    r: Rr,
+    s: Spans,
+    op: BinOp,
+    mask: u8,
+}
+
+impl<L: Opnd, Rr: Opnd> Cmp<L, Rr> {
+    /// The ints compared, or the general result.
+    #[inline(always)]
+    fn run(&self, it: &mut Interp, cx: &FnDef) -> Result<bool, R<Value>> {
+        if L::PURE && Rr::PURE {
+            if let (Some(a), Some(b)) = (self.l.int(it), self.r.int(it)) {
+                return Ok(accepts(self.mask, a.cmp(&b)));
+            }
+            let (a, b) = (self.l.get(it).clone(), self.r.get(it).clone());
+            return Err(slow(it, self.op, a, b, self.s));
+        }
+        let x = match take_int(self.l.eval(it, cx)) {
+            Ok(x) => x,
+            Err(a) => return Err(slow_rest(it, cx, self.op, a, &self.r, self.s)),
+        };
+        match take_int(self.r.eval(it, cx)) {
+            Ok(y) => Ok(accepts(self.mask, x.cmp(&y))),
+            Err(b) => Err(b.and_then(|b| slow(it, self.op, Value::Int(x), b, self.s))),
+        }
+    }
+
+    #[inline(always)]
+    fn value(&self, it: &mut Interp, cx: &FnDef) -> R<Value> {
+        match self.run(it, cx) {
+            Ok(b) => Ok(Value::Bool(b)),
+            Err(v) => v,
         }
     }
 }
 
-/// `l op r` as a condition: ints compare without building a `Value::Bool`.
-struct Cmp<L, Rr, const OP: u8> {
-    l: L,
-    r: Rr,
-    s: Spans,
-}
-
-impl<L: Opnd, Rr: Opnd, const OP: u8> Test for Cmp<L, Rr, OP> {
+impl<L: Opnd, Rr: Opnd> Test for Cmp<L, Rr> {
     #[inline(always)]
     fn test(&self, it: &mut Interp, cx: &FnDef) -> R<bool> {
-        if L::PURE && Rr::PURE {
-            if let (Some(a), Some(b)) = (self.l.int(it), self.r.int(it)) {
-                return Ok(int_cmp::<OP>(a, b));
-            }
-            let (a, b) = (self.l.get(it).clone(), self.r.get(it).clone());
-            return Ok(slow::<OP>(it, a, b, self.s)?.truthy());
-        }
-        let x = match take_int(self.l.eval(it, cx)) {
-            Ok(x) => x,
-            Err(a) => return Ok(arith_rest::<Rr, OP>(it, cx, a, &self.r, self.s)?.truthy()),
-        };
-        match take_int(self.r.eval(it, cx)) {
-            Ok(y) => Ok(int_cmp::<OP>(x, y)),
-            Err(b) => Ok(slow::<OP>(it, Value::Int(x), b?, self.s)?.truthy()),
+        match self.run(it, cx) {
+            Ok(b) => Ok(b),
+            Err(v) => Ok(v?.truthy()),
         }
     }
 }
@@ -1261,7 +1298,7 @@ impl<L: Opnd, Rr: Opnd, const OP: u8> Push for PushArith<L, Rr, OP> {
             };
         }
         let (a, b) = (self.l.get(it).clone(), self.r.get(it).clone());
-        let v = slow::<OP>(it, a, b, self.s)?;
+        let v = slow(it, bin_op(OP), a, b, self.s)?;
         it.stack.push(v);
         Ok(())
     }
@@ -1370,17 +1407,22 @@ impl<P: Push> CallSite<P> {
     #[inline]
     fn call(&self, it: &mut Interp, cx: &FnDef, f: Value) -> R<Value> {
         let base = push_args(it, cx, &self.args)?;
-        match f {
-            Value::Func(c) => it.call_closure_at(c, base, self.span),
-            f => {
-                let mut a = Args::new(self.span, self.argc);
-                for (v, s) in it.stack.drain(base..).zip(self.spans.iter()) {
-                    a.push(v, *s);
-                }
-                match f {
-                    Value::Builtin(b) => builtins::call(it, b, a),
-                    other => it.call_other(&other, a.vals, self.span, self.callee_span),
-                }
+        call_pushed(it, f, base, self.argc, &self.spans, self.span, self.callee_span)
+    }
+}
+
+/// Call `f` with the arguments on the stack from `base`.
+fn call_pushed(it: &mut Interp, f: Value, base: usize, argc: usize, spans: &[Span], span: Span, callee_span: Span) -> R<Value> {
+    match f {
+        Value::Func(c) => it.call_closure_at(c, base, span),
+        f => {
+            let mut a = Args::new(span, argc);
+            for (v, s) in it.stack.drain(base..).zip(spans.iter()) {
+                a.push(v, *s);
+            }
+            match f {
+                Value::Builtin(b) => builtins::call(it, b, a),
+                other => it.call_other(&other, a.vals, span, callee_span),
             }
         }
     }
@@ -1399,59 +1441,65 @@ fn call(callee: &Expr, args: &[Expr], span: Span) -> Ev {
             builtins::call(it, b, a)
         });
     }
-    let node = CallNode { callee, slot, argc: args.len(), spans, span };
-    match args {
-        [one] => with_pusher(one, node),
-        _ => node.build(PushAll(args.iter().map(boxed_pusher).collect())),
+    let callee_span = callee.span();
+    match slot {
+        Slot::Global(_) | Slot::SelfFn => {
+            let node = CallNode { slot, argc: args.len(), spans, span, callee_span };
+            match args {
+                // A call with one argument gets a pusher of its own type.
+                [one] => with_pusher(one, node),
+                _ => node.build(PushAll(args.iter().map(boxed_pusher).collect())),
+            }
+        }
+        _ => {
+            let site = CallSite { args: PushAll(args.iter().map(boxed_pusher).collect()), argc: args.len(), spans, span, callee_span };
+            let callee = expr(callee);
+            Box::new(move |it, cx| {
+                let f = callee(it, cx)?;
+                site.call(it, cx, f)
+            })
+        }
     }
 }
 
-struct CallNode<'a> {
-    callee: &'a Expr,
+/// A call of a global function, or of the running function by its own name.
+struct CallNode {
     slot: Slot,
     argc: usize,
     spans: Box<[Span]>,
     span: Span,
+    callee_span: Span,
 }
 
-impl BuildPush for CallNode<'_> {
+impl BuildPush for CallNode {
     type Out = Ev;
     fn build<P: Push>(self, args: P) -> Ev {
-        let site = CallSite { args, argc: self.argc, spans: self.spans, span: self.span, callee_span: self.callee.span() };
-        match self.slot {
-            Slot::Global(g) => {
-                let g = g as usize;
-                Box::new(move |it, cx| {
-                    // A function calling itself runs on the definition already at hand.
-                    let recursive = match it.globals.get(g) {
-                        Some(Value::Func(c)) => std::ptr::eq(Arc::as_ptr(&c.def), cx) && c.captures.is_empty() && !cx.uses_self,
-                        _ => false,
-                    };
-                    if recursive {
-                        let base = push_args(it, cx, &site.args)?;
-                        return it.call_def(cx, base, site.span);
-                    }
-                    let f = it.globals.get(g).cloned().unwrap_or_default();
-                    site.call(it, cx, f)
-                })
-            }
-            Slot::SelfFn => Box::new(move |it, cx| {
-                // The running closure is the callee, and stays current for the call.
-                if matches!(&it.closure, Some(c) if std::ptr::eq(Arc::as_ptr(&c.def), cx)) {
+        let site = CallSite { args, argc: self.argc, spans: self.spans, span: self.span, callee_span: self.callee_span };
+        if let Slot::Global(g) = self.slot {
+            let g = g as usize;
+            return Box::new(move |it, cx| {
+                // A function calling itself runs on the definition already at hand.
+                let recursive = match it.globals.get(g) {
+                    Some(Value::Func(c)) => std::ptr::eq(Arc::as_ptr(&c.def), cx) && c.captures.is_empty() && !cx.uses_self,
+                    _ => false,
+                };
+                if recursive {
                     let base = push_args(it, cx, &site.args)?;
                     return it.call_def(cx, base, site.span);
                 }
-                let f = it.closure.as_ref().map(|c| Value::Func(c.clone())).unwrap_or_default();
+                let f = it.globals.get(g).cloned().unwrap_or_default();
                 site.call(it, cx, f)
-            }),
-            _ => {
-                let callee = expr(self.callee);
-                Box::new(move |it, cx| {
-                    let f = callee(it, cx)?;
-                    site.call(it, cx, f)
-                })
-            }
+            });
         }
+        Box::new(move |it, cx| {
+            // The running closure is the callee, and stays current for the call.
+            if matches!(&it.closure, Some(c) if std::ptr::eq(Arc::as_ptr(&c.def), cx)) {
+                let base = push_args(it, cx, &site.args)?;
+                return it.call_def(cx, base, site.span);
+            }
+            let f = it.closure.as_ref().map(|c| Value::Func(c.clone())).unwrap_or_default();
+            site.call(it, cx, f)
+        })
     }
 }
 

@@ -661,7 +661,7 @@ impl Interp {
             return self.call_def(&c.def, base, span);
         }
         let def = c.def.clone();
-        let saved_closure = std::mem::replace(&mut self.closure, Some(c));
+        let saved_closure = self.closure.replace(c);
         let result = self.call_def(&def, base, span);
         self.closure = saved_closure;
         result
@@ -690,9 +690,7 @@ impl Interp {
         self.depth -= 1;
         self.base = saved_base;
         pop_frame(&mut self.stack, base);
-        if let Err(e) = self.tick(span) {
-            return Err(e);
-        }
+        self.tick(span)?;
         // An int is rebuilt rather than moved: a whole-value copy of a freshly written result
         // stalls the processor.
         if let Ok(Value::Int(n)) = &result {

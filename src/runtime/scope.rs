@@ -88,7 +88,9 @@ pub fn finish_frame(interp: &mut Interp, frame: ScopeFrame, result: R<Value>, sp
         task.join_thread();
         let already_seen = task.waited.swap(true, Ordering::SeqCst);
         if let Some(Err(e)) = task.outcome() {
-            if already_seen || (e.kind == ErrorKind::Cancelled && cancelled_rest) {
+            // A task stopped by a cancel someone asked for has not failed.
+            let asked_to_stop = cancelled_rest || task.cancel.is_cancelled();
+            if already_seen || (e.kind == ErrorKind::Cancelled && asked_to_stop) {
                 continue;
             }
             if first.is_none() {

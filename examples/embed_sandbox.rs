@@ -30,6 +30,9 @@ pub fn main() {
     assert_eq!(err.kind(), ErrorKind::Limit, "{}", err.message());
 
     // Granting a capability opens it up.
-    let mut trusted = Engine::with_settings(Settings { capabilities: Capabilities { env: true, ..Capabilities::none() }, ..Settings::sandboxed() });
+    let mut trusted = Engine::with_settings(Settings {
+        capabilities: Capabilities { env: true, ..Capabilities::none() },
+        ..Settings::sandboxed()
+    });
     trusted.eval(r#"print(type(env("PATH", "")))"#).unwrap();
 }

@@ -57,13 +57,19 @@ impl Args {
         } else {
             format!("{min} to {max} arguments")
         };
-        fail(ErrorKind::Type, format!("`{what}` takes {want} but {n} {} given", if n == 1 { "was" } else { "were" }), self.call)
+        fail(
+            ErrorKind::Type,
+            format!("`{what}` takes {want} but {n} {} given", if n == 1 { "was" } else { "were" }),
+            self.call,
+        )
     }
 
     pub fn int(&self, i: usize, what: &str) -> R<i64> {
         match self.vals.get(i) {
             Some(Value::Int(n)) => Ok(*n),
-            Some(v) => Err(type_error(format!("`{what}` expects an int, got {}", crate::builtins::a_type(v)), self.span(i), v)),
+            Some(v) => {
+                Err(type_error(format!("`{what}` expects an int, got {}", crate::builtins::a_type(v)), self.span(i), v))
+            }
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
@@ -72,7 +78,11 @@ impl Args {
         match self.vals.get(i) {
             Some(Value::Int(n)) => Ok(*n as f64),
             Some(Value::Float(f)) => Ok(*f),
-            Some(v) => Err(type_error(format!("`{what}` expects a number, got {}", crate::builtins::a_type(v)), self.span(i), v)),
+            Some(v) => Err(type_error(
+                format!("`{what}` expects a number, got {}", crate::builtins::a_type(v)),
+                self.span(i),
+                v,
+            )),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
@@ -80,14 +90,20 @@ impl Args {
     pub fn str(&self, i: usize, what: &str) -> R<Arc<str>> {
         match self.vals.get(i) {
             Some(Value::Str(s)) => Ok(s.clone()),
-            Some(v) => Err(type_error(format!("`{what}` expects a string, got {}", crate::builtins::a_type(v)), self.span(i), v)),
+            Some(v) => Err(type_error(
+                format!("`{what}` expects a string, got {}", crate::builtins::a_type(v)),
+                self.span(i),
+                v,
+            )),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
 
     pub fn list(&self, i: usize, what: &str) -> R<Arc<Vec<Value>>> {
         match self.vals.get(i) {
-            Some(v) => to_list(v).ok_or_else(|| type_error(format!("`{what}` expects a list, got {}", crate::builtins::a_type(v)), self.span(i), v)),
+            Some(v) => to_list(v).ok_or_else(|| {
+                type_error(format!("`{what}` expects a list, got {}", crate::builtins::a_type(v)), self.span(i), v)
+            }),
             None => fail(ErrorKind::Type, format!("`{what}` is missing an argument"), self.call),
         }
     }
@@ -99,7 +115,11 @@ impl Args {
             Some(_) => {
                 let secs = self.num(i, what)?;
                 if secs < 0.0 || !secs.is_finite() {
-                    return fail(ErrorKind::Value, format!("`{what}` needs a timeout of zero or more seconds"), self.span(i));
+                    return fail(
+                        ErrorKind::Value,
+                        format!("`{what}` needs a timeout of zero or more seconds"),
+                        self.span(i),
+                    );
                 }
                 Ok(Some(std::time::Duration::from_secs_f64(secs)))
             }
@@ -241,7 +261,8 @@ fn table() -> &'static Table {
                 let items = a.list(0, "sum")?;
                 let mut total = a.vals.get(1).cloned().unwrap_or(Value::Int(0));
                 for (idx, v) in items.iter().enumerate() {
-                    total = arith(BinOp::Add, &total, v, a.call, a.span(0), a.span(0)).map_err(|e| annotate_item(e, idx))?;
+                    total = arith(BinOp::Add, &total, v, a.call, a.span(0), a.span(0))
+                        .map_err(|e| annotate_item(e, idx))?;
                 }
                 Ok(total)
             }),
@@ -260,7 +281,9 @@ fn table() -> &'static Table {
             ("enumerate", |_, a| {
                 a.expect("enumerate", 1, 1)?;
                 let items = a.list(0, "enumerate")?;
-                Ok(Value::list(items.iter().enumerate().map(|(i, v)| Value::list(vec![Value::Int(i as i64), v.clone()])).collect()))
+                Ok(Value::list(
+                    items.iter().enumerate().map(|(i, v)| Value::list(vec![Value::Int(i as i64), v.clone()])).collect(),
+                ))
             }),
             ("round", |_, a| {
                 a.expect("round", 1, 2)?;
@@ -287,8 +310,9 @@ fn table() -> &'static Table {
                 a.expect("chr", 1, 1)?;
                 let n = a.int(0, "chr")?;
                 let c = u32::try_from(n).ok().and_then(char::from_u32);
-                c.map(|c| Value::str(c.to_string()))
-                    .ok_or_else(|| RuntimeError::new(ErrorKind::Value, format!("{n} is not a Unicode code point"), a.span(0)).into())
+                c.map(|c| Value::str(c.to_string())).ok_or_else(|| {
+                    RuntimeError::new(ErrorKind::Value, format!("{n} is not a Unicode code point"), a.span(0)).into()
+                })
             }),
             ("ord", |_, a| {
                 a.expect("ord", 1, 1)?;
@@ -445,9 +469,13 @@ fn b_int(_: &mut Interp, a: Args) -> R<Value> {
         Value::Float(f) => float_to_int(f.trunc(), a.span(0)),
         Value::Bool(b) => Ok(Value::Int(*b as i64)),
         Value::Str(s) => s.trim().replace('_', "").parse::<i64>().map(Value::Int).map_err(|_| {
-            RuntimeError::new(ErrorKind::Value, format!("cannot convert {} to an int", Value::Str(s.clone()).repr()), a.span(0))
-                .with_label("not a whole number")
-                .into()
+            RuntimeError::new(
+                ErrorKind::Value,
+                format!("cannot convert {} to an int", Value::Str(s.clone()).repr()),
+                a.span(0),
+            )
+            .with_label("not a whole number")
+            .into()
         }),
         v => Err(type_error(format!("cannot convert {} to an int", crate::builtins::a_type(v)), a.span(0), v)),
     }
@@ -459,9 +487,13 @@ fn b_float(_: &mut Interp, a: Args) -> R<Value> {
         Value::Int(i) => Ok(Value::Float(*i as f64)),
         Value::Float(f) => Ok(Value::Float(*f)),
         Value::Str(s) => s.trim().parse::<f64>().map(Value::Float).map_err(|_| {
-            RuntimeError::new(ErrorKind::Value, format!("cannot convert {} to a float", Value::Str(s.clone()).repr()), a.span(0))
-                .with_label("not a number")
-                .into()
+            RuntimeError::new(
+                ErrorKind::Value,
+                format!("cannot convert {} to a float", Value::Str(s.clone()).repr()),
+                a.span(0),
+            )
+            .with_label("not a number")
+            .into()
         }),
         v => Err(type_error(format!("cannot convert {} to a float", crate::builtins::a_type(v)), a.span(0), v)),
     }
@@ -540,7 +572,8 @@ fn b_list_dir(i: &mut Interp, a: Args) -> R<Value> {
     i.shared.settings.require_fs(a.call)?;
     let path = a.str(0, "list_dir")?;
     let entries = std::fs::read_dir(&*path).map_err(|e| io_error(&e, &path, a.span(0)))?;
-    let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     Ok(Value::list(names.into_iter().map(Value::str).collect()))
 }
@@ -566,11 +599,18 @@ fn extreme(i: &mut Interp, a: Args, what: &str, want: Ordering) -> R<Value> {
             Some(b) => match v.compare(b) {
                 Some(o) if o == want => Some(v),
                 Some(_) => Some(b),
-                None => return fail(ErrorKind::Type, format!("cannot compare {} with {}", crate::builtins::a_type(v), crate::builtins::a_type(b)), a.call),
+                None => {
+                    return fail(
+                        ErrorKind::Type,
+                        format!("cannot compare {} with {}", crate::builtins::a_type(v), crate::builtins::a_type(b)),
+                        a.call,
+                    )
+                }
             },
         };
     }
-    best.cloned().ok_or_else(|| RuntimeError::new(ErrorKind::Value, format!("`{what}` of an empty list"), a.call).into())
+    best.cloned()
+        .ok_or_else(|| RuntimeError::new(ErrorKind::Value, format!("`{what}` of an empty list"), a.call).into())
 }
 
 /// Sort `items` in place, by `key(item)` when a key function is given.
@@ -626,9 +666,13 @@ pub fn arith(op: BinOp, l: &Value, r: &Value, span: Span, lspan: Span, rspan: Sp
         BinOp::Ne => return Ok(Bool(!l.equals(r))),
         BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
             let ord = l.compare(r).ok_or_else(|| -> Unwind {
-                RuntimeError::new(ErrorKind::Type, format!("cannot compare {} with {}", crate::builtins::a_type(l), crate::builtins::a_type(r)), span)
-                    .with_label(format!("{} {} {}", l.type_name(), op.symbol(), r.type_name()))
-                    .into()
+                RuntimeError::new(
+                    ErrorKind::Type,
+                    format!("cannot compare {} with {}", crate::builtins::a_type(l), crate::builtins::a_type(r)),
+                    span,
+                )
+                .with_label(format!("{} {} {}", l.type_name(), op.symbol(), r.type_name()))
+                .into()
             })?;
             return Ok(Bool(match op {
                 BinOp::Lt => ord == Ordering::Less,
@@ -652,7 +696,9 @@ pub fn arith(op: BinOp, l: &Value, r: &Value, span: Span, lspan: Span, rspan: Sp
             // Round toward negative infinity, as Python does.
             Int(if a % b != 0 && ((*a < 0) != (*b < 0)) { q - 1 } else { q })
         }),
-        (BinOp::Rem, Int(a), Int(b)) => a.checked_rem(*b).map(|m| Int(if m != 0 && ((m < 0) != (*b < 0)) { m + b } else { m })),
+        (BinOp::Rem, Int(a), Int(b)) => {
+            a.checked_rem(*b).map(|m| Int(if m != 0 && ((m < 0) != (*b < 0)) { m + b } else { m }))
+        }
         (BinOp::Add, Str(a), Str(b)) => Some(Value::str(format!("{a}{b}"))),
         (BinOp::Add, List(a), List(b)) => {
             let mut v = Vec::with_capacity(a.len() + b.len());
@@ -733,7 +779,8 @@ fn index_error(i: i64, len: usize, span: Span) -> Unwind {
 }
 
 fn key_error(m: &crate::value::Map, k: &Value, span: Span) -> Unwind {
-    let mut e = RuntimeError::new(ErrorKind::Key, format!("key {} is not in the map", k.repr()), span).with_label("missing key");
+    let mut e = RuntimeError::new(ErrorKind::Key, format!("key {} is not in the map", k.repr()), span)
+        .with_label("missing key");
     if let Value::Str(want) = k {
         let best = m
             .keys()
@@ -753,7 +800,9 @@ fn key_error(m: &crate::value::Map, k: &Value, span: Span) -> Unwind {
 /// `target[index]`.
 pub fn index(target: &Value, idx: &Value, span: Span, idx_span: Span) -> R<Value> {
     match (target, idx) {
-        (Value::List(l), Value::Int(i)) => list_index(l.len(), *i).map(|i| l[i].clone()).ok_or_else(|| index_error(*i, l.len(), idx_span)),
+        (Value::List(l), Value::Int(i)) => {
+            list_index(l.len(), *i).map(|i| l[i].clone()).ok_or_else(|| index_error(*i, l.len(), idx_span))
+        }
         (Value::Str(s), Value::Int(i)) => {
             let n = s.chars().count();
             list_index(n, *i)
@@ -761,8 +810,13 @@ pub fn index(target: &Value, idx: &Value, span: Span, idx_span: Span) -> R<Value
                 .map(|c| Value::str(c.to_string()))
                 .ok_or_else(|| index_error(*i, n, idx_span))
         }
-        (Value::Bytes(b), Value::Int(i)) => list_index(b.len(), *i).map(|i| Value::Int(b[i] as i64)).ok_or_else(|| index_error(*i, b.len(), idx_span)),
-        (Value::Range(r), Value::Int(i)) => list_index(r.len(), *i).and_then(|i| r.get(i)).map(Value::Int).ok_or_else(|| index_error(*i, r.len(), idx_span)),
+        (Value::Bytes(b), Value::Int(i)) => {
+            list_index(b.len(), *i).map(|i| Value::Int(b[i] as i64)).ok_or_else(|| index_error(*i, b.len(), idx_span))
+        }
+        (Value::Range(r), Value::Int(i)) => list_index(r.len(), *i)
+            .and_then(|i| r.get(i))
+            .map(Value::Int)
+            .ok_or_else(|| index_error(*i, r.len(), idx_span)),
         (Value::Map(m), k) => match Key::from_value(k) {
             Some(key) => m.get(&key).cloned().ok_or_else(|| key_error(m, k, idx_span)),
             None => Err(type_error(format!("{} cannot be a map key", crate::builtins::a_type(k)), idx_span, k)),
@@ -783,13 +837,24 @@ pub fn field(target: &Value, name: &str, span: Span) -> R<Value> {
             "kind" => Value::str(e.kind.name()),
             "data" => e.data.clone(),
             "related" => Value::list(e.related.iter().map(|r| Value::Error(r.clone())).collect()),
-            _ => return fail(ErrorKind::Key, format!("an error has no field `{name}`"), span).map_err(|e| with_help(e, "errors have `message`, `kind`, `data` and `related`")),
+            _ => {
+                return fail(ErrorKind::Key, format!("an error has no field `{name}`"), span)
+                    .map_err(|e| with_help(e, "errors have `message`, `kind`, `data` and `related`"))
+            }
         }),
         Value::Object(_) => crate::runtime::object_field(target, name, span),
-        other => Err(RuntimeError::new(ErrorKind::Type, format!("{} has no field `{name}`", crate::builtins::a_type(other)), span)
-            .with_label(format!("this is {}", crate::builtins::a_type(other)))
-            .with_help(if matches!(other, Value::Str(_) | Value::List(_)) { format!("to call a method, add parentheses: `.{name}()`") } else { "fields exist on maps, errors and runtime objects".into() })
-            .into()),
+        other => Err(RuntimeError::new(
+            ErrorKind::Type,
+            format!("{} has no field `{name}`", crate::builtins::a_type(other)),
+            span,
+        )
+        .with_label(format!("this is {}", crate::builtins::a_type(other)))
+        .with_help(if matches!(other, Value::Str(_) | Value::List(_)) {
+            format!("to call a method, add parentheses: `.{name}()`")
+        } else {
+            "fields exist on maps, errors and runtime objects".into()
+        })
+        .into()),
     }
 }
 
@@ -813,27 +878,41 @@ pub fn navigate_mut<'a>(root: &'a mut Value, path: &[(Value, Span)], span: Span)
             Value::List(l) => {
                 let Value::Int(i) = k else {
                     if let Value::Str(name) = k {
-                        return Err(RuntimeError::new(ErrorKind::Type, format!("a list has no field `{name}`"), *kspan)
-                            .with_label("lists are indexed with ints")
-                            .into());
+                        return Err(RuntimeError::new(
+                            ErrorKind::Type,
+                            format!("a list has no field `{name}`"),
+                            *kspan,
+                        )
+                        .with_label("lists are indexed with ints")
+                        .into());
                     }
-                    return Err(type_error(format!("indexes must be ints, not {}", crate::builtins::a_type(k)), *kspan, k));
+                    return Err(type_error(
+                        format!("indexes must be ints, not {}", crate::builtins::a_type(k)),
+                        *kspan,
+                        k,
+                    ));
                 };
                 let len = l.len();
                 let idx = list_index(len, *i).ok_or_else(|| index_error(*i, len, *kspan))?;
                 &mut Arc::make_mut(l)[idx]
             }
             Value::Map(m) => {
-                let key = Key::from_value(k).ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(k)), *kspan, k))?;
+                let key = Key::from_value(k).ok_or_else(|| {
+                    type_error(format!("{} cannot be a map key", crate::builtins::a_type(k)), *kspan, k)
+                })?;
                 if !last && !m.contains_key(&key) {
                     return Err(key_error(m, k, *kspan));
                 }
                 Arc::make_mut(m).entry(key).or_insert(Value::Nil)
             }
             other => {
-                return Err(RuntimeError::new(ErrorKind::Type, format!("cannot change part of {}", crate::builtins::a_type(other)), span)
-                    .with_label(format!("this is {}", crate::builtins::a_type(other)))
-                    .into())
+                return Err(RuntimeError::new(
+                    ErrorKind::Type,
+                    format!("cannot change part of {}", crate::builtins::a_type(other)),
+                    span,
+                )
+                .with_label(format!("this is {}", crate::builtins::a_type(other)))
+                .into())
             }
         };
     }
@@ -859,13 +938,19 @@ pub fn call_mut_method(interp: &mut Interp, target: &mut Value, name: &str, name
                 }
                 "pop" => {
                     a.expect("pop", 0, 0)?;
-                    items.pop().ok_or_else(|| RuntimeError::new(ErrorKind::Index, "pop from an empty list", a.call).into())
+                    items
+                        .pop()
+                        .ok_or_else(|| RuntimeError::new(ErrorKind::Index, "pop from an empty list", a.call).into())
                 }
                 "insert" => {
                     a.expect("insert", 2, 2)?;
                     let i = a.int(0, "insert")?;
                     let len = items.len();
-                    let idx = if i == len as i64 { len } else { list_index(len, i).ok_or_else(|| index_error(i, len, a.span(0)))? };
+                    let idx = if i == len as i64 {
+                        len
+                    } else {
+                        list_index(len, i).ok_or_else(|| index_error(i, len, a.span(0)))?
+                    };
                     items.insert(idx, a.vals[1].clone());
                     Ok(Value::Nil)
                 }
@@ -901,7 +986,13 @@ pub fn call_mut_method(interp: &mut Interp, target: &mut Value, name: &str, name
             match name {
                 "set" | "insert" => {
                     a.expect(name, 2, 2)?;
-                    let key = Key::from_value(&a.vals[0]).ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(&a.vals[0])), a.span(0), &a.vals[0]))?;
+                    let key = Key::from_value(&a.vals[0]).ok_or_else(|| {
+                        type_error(
+                            format!("{} cannot be a map key", crate::builtins::a_type(&a.vals[0])),
+                            a.span(0),
+                            &a.vals[0],
+                        )
+                    })?;
                     map.insert(key, a.vals[1].clone());
                     Ok(Value::Nil)
                 }
@@ -922,7 +1013,13 @@ pub fn call_mut_method(interp: &mut Interp, target: &mut Value, name: &str, name
                     a.expect("extend", 1, 1)?;
                     match &a.vals[0] {
                         Value::Map(other) => map.extend(other.iter().map(|(k, v)| (k.clone(), v.clone()))),
-                        v => return Err(type_error(format!("`extend` on a map expects a map, got {}", crate::builtins::a_type(v)), a.span(0), v)),
+                        v => {
+                            return Err(type_error(
+                                format!("`extend` on a map expects a map, got {}", crate::builtins::a_type(v)),
+                                a.span(0),
+                                v,
+                            ))
+                        }
                     }
                     Ok(Value::Nil)
                 }
@@ -940,8 +1037,14 @@ pub fn call_mut_method(interp: &mut Interp, target: &mut Value, name: &str, name
 
 fn no_method(v: &Value, name: &str, span: Span) -> R<Value> {
     let known = methods_of(v);
-    let mut e = RuntimeError::new(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(v)), span).with_label("unknown method");
-    let best = known.iter().map(|m| (strsim::jaro_winkler(name, m), m)).filter(|(s, _)| *s > 0.8).max_by(|a, b| a.0.total_cmp(&b.0));
+    let mut e =
+        RuntimeError::new(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(v)), span)
+            .with_label("unknown method");
+    let best = known
+        .iter()
+        .map(|m| (strsim::jaro_winkler(name, m), m))
+        .filter(|(s, _)| *s > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
     if let Some((_, m)) = best {
         e = e.with_help(format!("did you mean `{m}`?"));
     } else if !known.is_empty() {
@@ -960,14 +1063,64 @@ fn methods_of(v: &Value) -> Vec<&'static str> {
 }
 
 const STR_METHODS: &[&str] = &[
-    "len", "split", "join", "trim", "trim_start", "trim_end", "contains", "replace", "lines", "starts_with", "ends_with",
-    "format", "upper", "lower", "find", "chars", "repeat", "slice", "is_empty", "count", "pad_left", "pad_right", "center", "bytes",
+    "len",
+    "split",
+    "join",
+    "trim",
+    "trim_start",
+    "trim_end",
+    "contains",
+    "replace",
+    "lines",
+    "starts_with",
+    "ends_with",
+    "format",
+    "upper",
+    "lower",
+    "find",
+    "chars",
+    "repeat",
+    "slice",
+    "is_empty",
+    "count",
+    "pad_left",
+    "pad_right",
+    "center",
+    "bytes",
 ];
 const LIST_METHODS: &[&str] = &[
-    "len", "map", "filter", "reduce", "zip", "enumerate", "join", "contains", "index", "slice", "first", "last", "sum", "min",
-    "max", "any", "all", "each", "is_empty", "count", "sorted", "reversed", "flatten", "unique", "take", "skip", "chunks", "find",
+    "len",
+    "map",
+    "filter",
+    "reduce",
+    "zip",
+    "enumerate",
+    "join",
+    "contains",
+    "index",
+    "slice",
+    "first",
+    "last",
+    "sum",
+    "min",
+    "max",
+    "any",
+    "all",
+    "each",
+    "is_empty",
+    "count",
+    "sorted",
+    "reversed",
+    "flatten",
+    "unique",
+    "take",
+    "skip",
+    "chunks",
+    "find",
 ];
-const MAP_METHODS: &[&str] = &["len", "keys", "values", "items", "get", "contains", "has", "is_empty", "set", "remove", "merge", "map", "filter"];
+const MAP_METHODS: &[&str] = &[
+    "len", "keys", "values", "items", "get", "contains", "has", "is_empty", "set", "remove", "merge", "map", "filter",
+];
 
 /// Methods that do not change their receiver.
 pub fn call_method(interp: &mut Interp, recv: Value, name: &str, name_span: Span, a: Args) -> R<Value> {
@@ -996,7 +1149,9 @@ pub fn call_method(interp: &mut Interp, recv: Value, name: &str, name_span: Span
         },
         Value::Map(m) => map_method(interp, m, name, name_span, a, &recv),
         Value::Object(_) => crate::runtime::object_method(interp, &recv, name, name_span, a),
-        Value::Func(_) | Value::Builtin(_) | Value::Native(_) if name == "call" => interp.call_value(&recv, a.vals, a.call),
+        Value::Func(_) | Value::Builtin(_) | Value::Native(_) if name == "call" => {
+            interp.call_value(&recv, a.vals, a.call)
+        }
         _ => no_method(&recv, name, name_span),
     }
 }
@@ -1112,9 +1267,19 @@ fn call_fn(interp: &mut Interp, f: &Value, args: Vec<Value>, span: Span, idx: us
     interp.call_value(f, args, span).map_err(|e| annotate_item(e, idx))
 }
 
-fn list_method(interp: &mut Interp, l: Arc<Vec<Value>>, name: &str, name_span: Span, a: Args, recv: &Value) -> R<Value> {
+fn list_method(
+    interp: &mut Interp,
+    l: Arc<Vec<Value>>,
+    name: &str,
+    name_span: Span,
+    a: Args,
+    recv: &Value,
+) -> R<Value> {
     let f = || -> R<Value> {
-        a.vals.first().cloned().ok_or_else(|| RuntimeError::new(ErrorKind::Type, format!("`{name}` needs a function"), a.call).into())
+        a.vals
+            .first()
+            .cloned()
+            .ok_or_else(|| RuntimeError::new(ErrorKind::Type, format!("`{name}` needs a function"), a.call).into())
     };
     Ok(match name {
         "len" => Value::Int(l.len() as i64),
@@ -1187,7 +1352,9 @@ fn list_method(interp: &mut Interp, l: Arc<Vec<Value>>, name: &str, name_span: S
             let other = a.list(0, "zip")?;
             Value::list(l.iter().zip(other.iter()).map(|(x, y)| Value::list(vec![x.clone(), y.clone()])).collect())
         }
-        "enumerate" => Value::list(l.iter().enumerate().map(|(i, v)| Value::list(vec![Value::Int(i as i64), v.clone()])).collect()),
+        "enumerate" => {
+            Value::list(l.iter().enumerate().map(|(i, v)| Value::list(vec![Value::Int(i as i64), v.clone()])).collect())
+        }
         "join" => {
             a.expect("join", 0, 1)?;
             let sep = if a.is_empty() { "".into() } else { a.str(0, "join")? };
@@ -1269,19 +1436,33 @@ fn list_method(interp: &mut Interp, l: Arc<Vec<Value>>, name: &str, name_span: S
             Value::list(out)
         }
         m if MUTATING.contains(&m) => {
-            return Err(RuntimeError::new(ErrorKind::Type, format!("`{m}` changes a list in place, but this list is a temporary value"), name_span)
-                .with_label("not stored in a variable")
-                .with_help(format!("store it first: `let xs = …` then `xs.{m}(…)`"))
-                .into())
+            return Err(RuntimeError::new(
+                ErrorKind::Type,
+                format!("`{m}` changes a list in place, but this list is a temporary value"),
+                name_span,
+            )
+            .with_label("not stored in a variable")
+            .with_help(format!("store it first: `let xs = …` then `xs.{m}(…)`"))
+            .into())
         }
         _ => return no_method(recv, name, name_span),
     })
 }
 
-fn map_method(interp: &mut Interp, m: &Arc<crate::value::Map>, name: &str, name_span: Span, a: Args, recv: &Value) -> R<Value> {
+fn map_method(
+    interp: &mut Interp,
+    m: &Arc<crate::value::Map>,
+    name: &str,
+    name_span: Span,
+    a: Args,
+    recv: &Value,
+) -> R<Value> {
     let key = |i: usize| -> R<Key> {
-        let v = a.vals.get(i).ok_or_else(|| -> Unwind { RuntimeError::new(ErrorKind::Type, format!("`{name}` needs a key"), a.call).into() })?;
-        Key::from_value(v).ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(v)), a.span(i), v))
+        let v = a.vals.get(i).ok_or_else(|| -> Unwind {
+            RuntimeError::new(ErrorKind::Type, format!("`{name}` needs a key"), a.call).into()
+        })?;
+        Key::from_value(v)
+            .ok_or_else(|| type_error(format!("{} cannot be a map key", crate::builtins::a_type(v)), a.span(i), v))
     };
     Ok(match name {
         "len" => Value::Int(m.len() as i64),
@@ -1302,7 +1483,13 @@ fn map_method(interp: &mut Interp, m: &Arc<crate::value::Map>, name: &str, name_
             let mut out = (**m).clone();
             match &a.vals[0] {
                 Value::Map(other) => out.extend(other.iter().map(|(k, v)| (k.clone(), v.clone()))),
-                v => return Err(type_error(format!("`merge` expects a map, got {}", crate::builtins::a_type(v)), a.span(0), v)),
+                v => {
+                    return Err(type_error(
+                        format!("`merge` expects a map, got {}", crate::builtins::a_type(v)),
+                        a.span(0),
+                        v,
+                    ))
+                }
             }
             Value::Map(Arc::new(out))
         }
@@ -1321,9 +1508,13 @@ fn map_method(interp: &mut Interp, m: &Arc<crate::value::Map>, name: &str, name_
             Value::Map(Arc::new(out))
         }
         m if MUTATING.contains(&m) => {
-            return Err(RuntimeError::new(ErrorKind::Type, format!("`{m}` changes a map in place, but this map is a temporary value"), name_span)
-                .with_help(format!("store it first: `let m = …` then `m.{m}(…)`"))
-                .into())
+            return Err(RuntimeError::new(
+                ErrorKind::Type,
+                format!("`{m}` changes a map in place, but this map is a temporary value"),
+                name_span,
+            )
+            .with_help(format!("store it first: `let m = …` then `m.{m}(…)`"))
+            .into())
         }
         _ => return no_method(recv, name, name_span),
     })
@@ -1351,7 +1542,9 @@ fn pad(s: &str, width: usize, align: char, fill: char) -> String {
 pub fn format_with_spec(v: &Value, spec: &str, span: Span) -> R<String> {
     let bad = || -> Unwind {
         RuntimeError::new(ErrorKind::Value, format!("invalid format spec `{spec}`"), span)
-            .with_help("specs look like `>8` (align right), `<8`, `^8`, `.2` (precision), `08.2` (zero-pad) or `x` (hex)")
+            .with_help(
+                "specs look like `>8` (align right), `<8`, `^8`, `.2` (precision), `08.2` (zero-pad) or `x` (hex)",
+            )
             .into()
     };
     let mut chars = spec.chars().peekable();
@@ -1461,7 +1654,12 @@ pub fn format_template(template: &str, args: &[Value], span: Span) -> R<String> 
                     next - 1
                 } else {
                     which.trim().parse::<usize>().map_err(|_| -> Unwind {
-                        RuntimeError::new(ErrorKind::Value, format!("format hole `{{{hole}}}` is not `{{}}` or a position"), span).into()
+                        RuntimeError::new(
+                            ErrorKind::Value,
+                            format!("format hole `{{{hole}}}` is not `{{}}` or a position"),
+                            span,
+                        )
+                        .into()
                     })?
                 };
                 let v = args.get(idx).ok_or_else(|| -> Unwind {
@@ -1470,7 +1668,12 @@ pub fn format_template(template: &str, args: &[Value], span: Span) -> R<String> 
                         1 => "only 1 argument was given".to_string(),
                         n => format!("only {n} arguments were given"),
                     };
-                    RuntimeError::new(ErrorKind::Value, format!("format string has a hole for argument {} but {given}", idx + 1), span).into()
+                    RuntimeError::new(
+                        ErrorKind::Value,
+                        format!("format string has a hole for argument {} but {given}", idx + 1),
+                        span,
+                    )
+                    .into()
                 })?;
                 out.push_str(&format_with_spec(v, spec, span)?);
             }

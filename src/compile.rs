@@ -748,7 +748,12 @@ trait WithCond {
 /// Build `node` around condition `e`, fusing an int comparison into it.
 fn with_cond<W: WithCond>(e: &Expr, node: W) -> W::Out {
     match e {
-        Expr::Binary { op: op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne), lhs, rhs, span } => {
+        Expr::Binary {
+            op: op @ (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne),
+            lhs,
+            rhs,
+            span,
+        } => {
             let spans = Spans { op: *span, l: lhs.span(), r: rhs.span() };
             with_pair(operand(lhs), operand(rhs), CmpNode { op: *op, spans, node })
         }
@@ -819,7 +824,9 @@ impl WithCond for CondOnly {
 /// An expression's truth. Equal to `expr(e)(…)?.truthy()` in every case, errors included.
 fn cond(e: &Expr) -> Cond {
     match e {
-        Expr::Binary { op: BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne, .. } => with_cond(e, CondOnly),
+        Expr::Binary { op: BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne, .. } => {
+            with_cond(e, CondOnly)
+        }
         Expr::Binary { op: BinOp::And, lhs, rhs, .. } => {
             let (a, b) = (cond(lhs), cond(rhs));
             Box::new(move |it, cx| Ok(a(it, cx)? && b(it, cx)?))
@@ -861,10 +868,12 @@ enum Op {
 fn operand(e: &Expr) -> Op {
     match e {
         Expr::Int(i, _) => Op::Int(*i),
-        Expr::Unary { op: UnOp::Neg, expr: inner, .. } if matches!(**inner, Expr::Int(..)) => match negated_literal(inner) {
-            Some(Value::Int(i)) => Op::Int(i),
-            _ => Op::Dyn(expr(e)),
-        },
+        Expr::Unary { op: UnOp::Neg, expr: inner, .. } if matches!(**inner, Expr::Int(..)) => {
+            match negated_literal(inner) {
+                Some(Value::Int(i)) => Op::Int(i),
+                _ => Op::Dyn(expr(e)),
+            }
+        }
         Expr::Var(Var { slot: Slot::Local(i), .. }) => Op::Loc(*i as usize),
         Expr::Var(Var { slot: Slot::Global(g), .. }) => Op::Glob(*g as usize),
         _ => Op::Dyn(expr(e)),
@@ -1194,9 +1203,15 @@ fn binary(op: BinOp, lhs: &Expr, rhs: &Expr, span: Span) -> Ev {
                 }
             })
         }
-        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne => {
-            with_pair(operand(lhs), operand(rhs), ArithNode { op, spans })
-        }
+        BinOp::Add
+        | BinOp::Sub
+        | BinOp::Mul
+        | BinOp::Lt
+        | BinOp::Le
+        | BinOp::Gt
+        | BinOp::Ge
+        | BinOp::Eq
+        | BinOp::Ne => with_pair(operand(lhs), operand(rhs), ArithNode { op, spans }),
         _ => {
             let (l, r) = (expr(lhs), expr(rhs));
             Box::new(move |it, cx| {
@@ -1412,7 +1427,15 @@ impl<P: Push> CallSite<P> {
 }
 
 /// Call `f` with the arguments on the stack from `base`.
-fn call_pushed(it: &mut Interp, f: Value, base: usize, argc: usize, spans: &[Span], span: Span, callee_span: Span) -> R<Value> {
+fn call_pushed(
+    it: &mut Interp,
+    f: Value,
+    base: usize,
+    argc: usize,
+    spans: &[Span],
+    span: Span,
+    callee_span: Span,
+) -> R<Value> {
     match f {
         Value::Func(c) => it.call_closure_at(c, base, span),
         f => {
@@ -1452,7 +1475,13 @@ fn call(callee: &Expr, args: &[Expr], span: Span) -> Ev {
             }
         }
         _ => {
-            let site = CallSite { args: PushAll(args.iter().map(boxed_pusher).collect()), argc: args.len(), spans, span, callee_span };
+            let site = CallSite {
+                args: PushAll(args.iter().map(boxed_pusher).collect()),
+                argc: args.len(),
+                spans,
+                span,
+                callee_span,
+            };
             let callee = expr(callee);
             Box::new(move |it, cx| {
                 let f = callee(it, cx)?;
@@ -1474,13 +1503,16 @@ struct CallNode {
 impl BuildPush for CallNode {
     type Out = Ev;
     fn build<P: Push>(self, args: P) -> Ev {
-        let site = CallSite { args, argc: self.argc, spans: self.spans, span: self.span, callee_span: self.callee_span };
+        let site =
+            CallSite { args, argc: self.argc, spans: self.spans, span: self.span, callee_span: self.callee_span };
         if let Slot::Global(g) = self.slot {
             let g = g as usize;
             return Box::new(move |it, cx| {
                 // A function calling itself runs on the definition already at hand.
                 let recursive = match it.globals.get(g) {
-                    Some(Value::Func(c)) => std::ptr::eq(Arc::as_ptr(&c.def), cx) && c.captures.is_empty() && !cx.uses_self,
+                    Some(Value::Func(c)) => {
+                        std::ptr::eq(Arc::as_ptr(&c.def), cx) && c.captures.is_empty() && !cx.uses_self
+                    }
                     _ => false,
                 };
                 if recursive {
@@ -1512,7 +1544,9 @@ fn method(recv: &Expr, name: &Name, name_span: Span, args: &[Expr], span: Span) 
             let var = var.clone();
             return Box::new(move |it, cx| {
                 let a = eval_args(it, cx, &argv, &spans, span)?;
-                it.with_place(&var, &path, span, |interp, target| builtins::call_mut_method(interp, target, &name, name_span, a))
+                it.with_place(&var, &path, span, |interp, target| {
+                    builtins::call_mut_method(interp, target, &name, name_span, a)
+                })
             });
         }
     }

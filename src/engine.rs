@@ -141,7 +141,12 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { capabilities: Capabilities::all(), limits: Limits::default(), stdout: Sink::Stdout, stderr: Sink::Stderr }
+        Settings {
+            capabilities: Capabilities::all(),
+            limits: Limits::default(),
+            stdout: Sink::Stdout,
+            stderr: Sink::Stderr,
+        }
     }
 }
 
@@ -159,27 +164,51 @@ impl Settings {
     }
 
     pub fn require_fs(&self, span: Span) -> Result<(), Unwind> {
-        if self.capabilities.fs { Ok(()) } else { Err(self.deny("file system access", "fs", span)) }
+        if self.capabilities.fs {
+            Ok(())
+        } else {
+            Err(self.deny("file system access", "fs", span))
+        }
     }
 
     pub fn require_env(&self, span: Span) -> Result<(), Unwind> {
-        if self.capabilities.env { Ok(()) } else { Err(self.deny("environment access", "env", span)) }
+        if self.capabilities.env {
+            Ok(())
+        } else {
+            Err(self.deny("environment access", "env", span))
+        }
     }
 
     pub fn require_fork(&self, span: Span) -> Result<(), Unwind> {
-        if self.capabilities.fork { Ok(()) } else { Err(self.deny("starting processes", "fork", span)) }
+        if self.capabilities.fork {
+            Ok(())
+        } else {
+            Err(self.deny("starting processes", "fork", span))
+        }
     }
 
     pub fn require_subprocess(&self, span: Span) -> Result<(), Unwind> {
-        if self.capabilities.subprocess { Ok(()) } else { Err(self.deny("running commands", "subprocess", span)) }
+        if self.capabilities.subprocess {
+            Ok(())
+        } else {
+            Err(self.deny("running commands", "subprocess", span))
+        }
     }
 
     pub fn require_exec(&self, span: Span) -> Result<(), Unwind> {
-        if self.capabilities.exec { Ok(()) } else { Err(self.deny("`exec`", "exec", span)) }
+        if self.capabilities.exec {
+            Ok(())
+        } else {
+            Err(self.deny("`exec`", "exec", span))
+        }
     }
 
     pub fn require_threads(&self, span: Span) -> Result<(), Unwind> {
-        if self.capabilities.threads { Ok(()) } else { Err(self.deny("starting threads", "threads", span)) }
+        if self.capabilities.threads {
+            Ok(())
+        } else {
+            Err(self.deny("starting threads", "threads", span))
+        }
     }
 
     pub fn check_limits(&self, ops: u64, started: Instant, span: Span) -> Result<(), Unwind> {
@@ -250,10 +279,16 @@ pub fn call_native(n: &NativeFn, args: Vec<Value>, span: Span) -> Result<Value, 
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (n.func)(&args)));
     match r {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(msg)) => Err(RuntimeError::new(ErrorKind::Type, format!("{}: {msg}", n.name), span).with_label("in this call").into()),
+        Ok(Err(msg)) => Err(RuntimeError::new(ErrorKind::Type, format!("{}: {msg}", n.name), span)
+            .with_label("in this call")
+            .into()),
         Err(panic) => {
             let mut e = crate::runtime::spawn::panic_error(panic, span);
-            e.message = format!("native function `{}` panicked: {}", n.name, e.message.trim_start_matches("internal error (panic): "));
+            e.message = format!(
+                "native function `{}` panicked: {}",
+                n.name,
+                e.message.trim_start_matches("internal error (panic): ")
+            );
             Err(e.into())
         }
     }
@@ -423,7 +458,8 @@ impl Engine {
 
     pub fn with_settings_and_stdin(settings: Settings, stdin: Option<Box<dyn BufRead + Send>>) -> Engine {
         let root = CancelToken::new();
-        let output = Output { stdout: settings.stdout.clone(), stderr: settings.stderr.clone(), stdin: Mutex::new(stdin) };
+        let output =
+            Output { stdout: settings.stdout.clone(), stderr: settings.stderr.clone(), stdin: Mutex::new(stdin) };
         let max_depth = settings.limits.max_call_depth;
         let shared = Arc::new(Shared {
             modules: RwLock::new(Vec::new()),
@@ -437,8 +473,15 @@ impl Engine {
         });
         shared.tasks.enter();
         let interp = Interp::new(shared.clone(), Vec::new(), root.clone(), max_depth);
-        let mut engine =
-            Engine { shared, globals: GlobalScope::default(), next_global: 0, module_paths: HashMap::new(), interp, base_dir: None, root };
+        let mut engine = Engine {
+            shared,
+            globals: GlobalScope::default(),
+            next_global: 0,
+            module_paths: HashMap::new(),
+            interp,
+            base_dir: None,
+            root,
+        };
         engine.set_args(Vec::new());
         engine
     }
@@ -481,7 +524,11 @@ impl Engine {
     }
 
     /// Register a function that takes the raw argument values.
-    pub fn register_raw_fn(&mut self, name: &str, f: impl Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static) {
+    pub fn register_raw_fn(
+        &mut self,
+        name: &str,
+        f: impl Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static,
+    ) {
         let native = NativeFn { name: name.to_string(), func: Box::new(f) };
         self.set_global(name, Value::Native(Arc::new(native)));
     }
@@ -531,7 +578,12 @@ impl Engine {
     pub fn compile(&mut self, name: &str, text: &str) -> Result<Program, Error> {
         let file = self.shared.sources.write().unwrap_or_else(|e| e.into_inner()).add(name, text);
         let mut stmts = parse_in_big_stack(text, file).map_err(|e| self.error(e))?;
-        let mut loader = Loader { shared: &self.shared, next_global: &mut self.next_global, paths: &mut self.module_paths, base_dir: self.base_dir.clone() };
+        let mut loader = Loader {
+            shared: &self.shared,
+            next_global: &mut self.next_global,
+            paths: &mut self.module_paths,
+            base_dir: self.base_dir.clone(),
+        };
         let mut scope = self.globals.clone();
         let frame_size = resolve_program(&mut stmts, &mut scope, &mut loader).map_err(|mut errs| {
             let first = errs.remove(0);
@@ -546,7 +598,11 @@ impl Engine {
     pub fn run(&mut self, program: &Program) -> Result<Value, Error> {
         let r = self.run_keeping_tasks(program);
         let span = program.0.stmts.last().map(|s| s.span()).unwrap_or_default();
-        let finished = crate::runtime::scope::finish_root(&mut self.interp, r.map_err(|e| Unwind::Error(Box::new(e.details().clone()))), span);
+        let finished = crate::runtime::scope::finish_root(
+            &mut self.interp,
+            r.map_err(|e| Unwind::Error(Box::new(e.details().clone()))),
+            span,
+        );
         self.unwind_to_result(finished)
     }
 
@@ -580,7 +636,9 @@ impl Engine {
 
     /// Call a script function by name.
     pub fn call_fn(&mut self, name: &str, args: Vec<Value>) -> Result<Value, Error> {
-        let f = self.get_global(name).ok_or_else(|| Error::plain(ErrorKind::Name, format!("no function named `{name}`")))?;
+        let f = self
+            .get_global(name)
+            .ok_or_else(|| Error::plain(ErrorKind::Name, format!("no function named `{name}`")))?;
         let r = self.interp.call_value(&f, args, Span::default());
         self.unwind_to_result(r)
     }
@@ -667,16 +725,22 @@ impl ModuleLoader for Loader<'_> {
 impl Loader<'_> {
     fn read_module(&self, path: &str, span: Span) -> Result<(String, String), RuntimeError> {
         if let Some(name) = path.strip_prefix("std/") {
-            return crate::stdlib::source(name).map(|text| (format!("<stdlib>/{name}.conc"), text.to_string())).ok_or_else(|| {
-                let known = crate::stdlib::names().collect::<Vec<_>>().join(", ");
-                RuntimeError::new(ErrorKind::Name, format!("no standard module \"{path}\""), span)
-                    .with_label("unknown module")
-                    .with_help(format!("standard modules: {known}"))
-            });
+            return crate::stdlib::source(name)
+                .map(|text| (format!("<stdlib>/{name}.conc"), text.to_string()))
+                .ok_or_else(|| {
+                    let known = crate::stdlib::names().collect::<Vec<_>>().join(", ");
+                    RuntimeError::new(ErrorKind::Name, format!("no standard module \"{path}\""), span)
+                        .with_label("unknown module")
+                        .with_help(format!("standard modules: {known}"))
+                });
         }
         if !self.shared.settings.capabilities.fs {
-            return Err(RuntimeError::new(ErrorKind::Permission, "importing files is not allowed in this engine", span)
-                .with_help("the host must grant the `fs` capability"));
+            return Err(RuntimeError::new(
+                ErrorKind::Permission,
+                "importing files is not allowed in this engine",
+                span,
+            )
+            .with_help("the host must grant the `fs` capability"));
         }
         let mut file = PathBuf::from(path);
         if file.extension().is_none() {

@@ -246,7 +246,9 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.location() {
-            Some((file, line, col)) => write!(f, "{}: {} at {file}:{line}:{col}", self.inner.kind.code(), self.inner.message),
+            Some((file, line, col)) => {
+                write!(f, "{}: {} at {file}:{line}:{col}", self.inner.kind.code(), self.inner.message)
+            }
             None => write!(f, "{}: {}", self.inner.kind.code(), self.inner.message),
         }
     }

@@ -118,7 +118,8 @@ impl Interp {
         for stmt in stmts {
             if let Stmt::Fn(def, var) = stmt {
                 if let Slot::Global(g) = var.slot {
-                    self.globals[g as usize] = Value::Func(Arc::new(Closure { def: def.clone(), captures: Box::new([]) }));
+                    self.globals[g as usize] =
+                        Value::Func(Arc::new(Closure { def: def.clone(), captures: Box::new([]) }));
                 }
             }
         }
@@ -379,10 +380,14 @@ impl Interp {
                 }
             }
             other => {
-                return Err(RuntimeError::new(ErrorKind::Type, format!("cannot iterate over a {}", other.type_name()), iter_span)
-                    .with_label(format!("this is a {}", other.type_name()))
-                    .with_help("`for` works over lists, maps, ranges, strings and channels")
-                    .into())
+                return Err(RuntimeError::new(
+                    ErrorKind::Type,
+                    format!("cannot iterate over a {}", other.type_name()),
+                    iter_span,
+                )
+                .with_label(format!("this is a {}", other.type_name()))
+                .with_help("`for` works over lists, maps, ranges, strings and channels")
+                .into())
             }
         }
         Ok(())
@@ -580,7 +585,15 @@ impl Interp {
 
     /// Apply a binary operator (not `and`/`or`) to evaluated operands.
     #[inline]
-    pub(crate) fn binary_values(&mut self, op: BinOp, l: Value, r: Value, span: Span, lspan: Span, rspan: Span) -> R<Value> {
+    pub(crate) fn binary_values(
+        &mut self,
+        op: BinOp,
+        l: Value,
+        r: Value,
+        span: Span,
+        lspan: Span,
+        rspan: Span,
+    ) -> R<Value> {
         if let (Value::Int(a), Value::Int(b)) = (&l, &r) {
             let (a, b) = (*a, *b);
             let checked = match op {
@@ -776,7 +789,15 @@ impl Interp {
     }
 
     /// Store `v` into `var` + `path` with `op` (`=`, `+=`, …); the path is already evaluated.
-    pub(crate) fn assign_with(&mut self, var: &Var, path: &[(Value, Span)], op: AssignOp, v: Value, span: Span, value_span: Span) -> R<()> {
+    pub(crate) fn assign_with(
+        &mut self,
+        var: &Var,
+        path: &[(Value, Span)],
+        op: AssignOp,
+        v: Value,
+        span: Span,
+        value_span: Span,
+    ) -> R<()> {
         self.with_place(var, path, span, |_, target| {
             let new = match op {
                 AssignOp::Set => v,
@@ -810,9 +831,13 @@ impl Interp {
         f: impl FnOnce(&mut Interp, &mut Value) -> R<Value>,
     ) -> R<Value> {
         if matches!(var.slot, Slot::Capture(_)) {
-            return Err(RuntimeError::new(ErrorKind::Name, format!("cannot change `{}`: it was captured by value", var.name), var.span)
-                .with_help("closures and tasks get their own copy; share state explicitly with `cell(value)`")
-                .into());
+            return Err(RuntimeError::new(
+                ErrorKind::Name,
+                format!("cannot change `{}`: it was captured by value", var.name),
+                var.span,
+            )
+            .with_help("closures and tasks get their own copy; share state explicitly with `cell(value)`")
+            .into());
         }
         let mut root = std::mem::take(self.slot_mut(var)?);
         let result = match builtins::navigate_mut(&mut root, path, span) {
@@ -856,7 +881,14 @@ fn arity_error(def: &FnDef, argc: usize, span: Span) -> RuntimeError {
     let params: Vec<&str> = def.params.iter().map(|p| &*p.name).collect();
     RuntimeError::new(
         ErrorKind::Type,
-        format!("`{}` takes {} argument{} but {} {} given", def.name, params.len(), if params.len() == 1 { "" } else { "s" }, argc, if argc == 1 { "was" } else { "were" }),
+        format!(
+            "`{}` takes {} argument{} but {} {} given",
+            def.name,
+            params.len(),
+            if params.len() == 1 { "" } else { "s" },
+            argc,
+            if argc == 1 { "was" } else { "were" }
+        ),
         span,
     )
     .with_label(format!("called with {argc}"))

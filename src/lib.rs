@@ -51,6 +51,8 @@ pub mod stdlib;
 pub mod syntax;
 pub mod value;
 
-pub use engine::{Capabilities, Engine, FromValue, InterruptHandle, IntoValue, Limits, NativeFunction, Program, Settings, Sink};
+pub use engine::{
+    Capabilities, Engine, FromValue, InterruptHandle, IntoValue, Limits, NativeFunction, Program, Settings, Sink,
+};
 pub use error::{Error, ErrorKind};
 pub use value::Value;

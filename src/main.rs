@@ -101,7 +101,9 @@ pub fn report(err: &Error) {
 fn io_failure(path: &Path, what: &str) -> u8 {
     let err = Error::plain(ErrorKind::Io, format!("cannot read {}: {what}", path.display()));
     let err = match what {
-        "no such file or directory" => err_with_help(err, "check the path, or run `conc` with no arguments for the REPL"),
+        "no such file or directory" => {
+            err_with_help(err, "check the path, or run `conc` with no arguments for the REPL")
+        }
         _ => err,
     };
     report(&err);

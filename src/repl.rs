@@ -15,8 +15,9 @@ use std::io::{BufRead, IsTerminal};
 use std::sync::{Arc, Mutex};
 
 const KEYWORDS: &[&str] = &[
-    "let", "fn", "return", "if", "else", "while", "for", "in", "break", "continue", "true", "false", "nil", "and", "or",
-    "not", "try", "catch", "import", "as", "spawn", "fork", "pool", "map", "over", "lock", "wait", "any", "scope", "select",
+    "let", "fn", "return", "if", "else", "while", "for", "in", "break", "continue", "true", "false", "nil", "and",
+    "or", "not", "try", "catch", "import", "as", "spawn", "fork", "pool", "map", "over", "lock", "wait", "any",
+    "scope", "select",
 ];
 
 const HELP: &str = "\
@@ -83,7 +84,12 @@ fn eval_entry(engine: &mut Engine, text: &str, color: bool, echo_errors_to: &mut
             "load" | "l" => {
                 let path = arg.trim();
                 match std::fs::read_to_string(path) {
-                    Ok(src) => show(engine.compile(path, &src).and_then(|p| engine.run_keeping_tasks(&p)), color, echo_errors_to, false),
+                    Ok(src) => show(
+                        engine.compile(path, &src).and_then(|p| engine.run_keeping_tasks(&p)),
+                        color,
+                        echo_errors_to,
+                        false,
+                    ),
                     Err(e) => echo_errors_to(&format!("error: cannot load {path}: {e}\n")),
                 }
             }

@@ -54,7 +54,17 @@ struct FnScope {
 
 impl FnScope {
     fn new(self_name: Option<Name>, is_top: bool) -> FnScope {
-        FnScope { blocks: vec![vec![]], next_slot: 0, max_slot: 0, captures: vec![], self_name, uses_self: false, is_top, is_task: false, loop_depth: 0 }
+        FnScope {
+            blocks: vec![vec![]],
+            next_slot: 0,
+            max_slot: 0,
+            captures: vec![],
+            self_name,
+            uses_self: false,
+            is_top,
+            is_task: false,
+            loop_depth: 0,
+        }
     }
 
     fn find_local(&self, name: &str) -> Option<u32> {

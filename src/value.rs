@@ -50,7 +50,8 @@ pub struct RangeValue {
 
 impl RangeValue {
     pub fn len(&self) -> usize {
-        let span = if self.step > 0 { self.end.saturating_sub(self.start) } else { self.start.saturating_sub(self.end) };
+        let span =
+            if self.step > 0 { self.end.saturating_sub(self.start) } else { self.start.saturating_sub(self.end) };
         if span <= 0 {
             0
         } else {
@@ -281,7 +282,8 @@ fn write_key(out: &mut impl fmt::Write, k: &Key) -> fmt::Result {
 
 fn is_plain_word(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn write_value(out: &mut impl fmt::Write, v: &Value, quoted: bool) -> fmt::Result {

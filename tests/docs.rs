@@ -29,7 +29,9 @@ fn blocks(text: &str) -> Vec<Block> {
             body.push('\n');
         }
         match info {
-            "conc" | "conc,error" => out.push(Block { line: n + 1, code: body, expect_error: info == "conc,error", output: None }),
+            "conc" | "conc,error" => {
+                out.push(Block { line: n + 1, code: body, expect_error: info == "conc,error", output: None })
+            }
             "output" => {
                 if let Some(last) = out.last_mut() {
                     if last.output.is_none() {

@@ -32,7 +32,9 @@ fn host_cancels_a_script_running_a_pool() {
 #[test]
 fn one_program_runs_on_several_threads() {
     let mut engine = conc::Engine::new();
-    let program = engine.compile("shared.conc", "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }\nfib(20)").unwrap();
+    let program = engine
+        .compile("shared.conc", "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }\nfib(20)")
+        .unwrap();
     let handles: Vec<_> = (0..3)
         .map(|_| {
             let mut e = engine.clone_world();

@@ -92,7 +92,8 @@ fn golden_scripts() {
         }
         ran += 1;
         let got = run(script);
-        let (out_p, err_p, code_p) = (script.with_extension("out"), script.with_extension("err"), script.with_extension("code"));
+        let (out_p, err_p, code_p) =
+            (script.with_extension("out"), script.with_extension("err"), script.with_extension("code"));
         if bless {
             write_or_remove(&out_p, &got.stdout);
             write_or_remove(&err_p, &got.stderr);

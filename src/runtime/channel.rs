@@ -74,7 +74,9 @@ impl Channel {
         let mut disconnected = false;
         block_on(interp, span, "sending on a full channel", timeout, |slice| {
             let item = pending.take()?;
-            let r = if slice.is_zero() { tx.try_send(item).map_err(|e| e.into_inner()) } else {
+            let r = if slice.is_zero() {
+                tx.try_send(item).map_err(|e| e.into_inner())
+            } else {
                 match tx.send_timeout(item, slice) {
                     Ok(()) => Ok(()),
                     Err(SendTimeoutError::Timeout(v)) => Err(v),
@@ -126,7 +128,9 @@ pub fn make_pipe(_: &mut Interp, a: Args) -> R<Value> {
         Some(_) => {
             let n = a.int(0, "pipe")?;
             if n < 0 {
-                return Err(RuntimeError::new(ErrorKind::Value, "a channel's capacity cannot be negative", a.span(0)).into());
+                return Err(
+                    RuntimeError::new(ErrorKind::Value, "a channel's capacity cannot be negative", a.span(0)).into()
+                );
             }
             Some(n as usize)
         }
@@ -145,7 +149,8 @@ pub fn field(v: &Value, name: &str) -> Option<Value> {
 
 pub fn method(interp: &mut Interp, v: &Value, name: &str, _span: Span, a: &Args) -> Option<R<Value>> {
     let ch = channel_of(v)?;
-    Some((|| match name {
+    Some((|| {
+        match name {
         "send" => {
             a.expect("send", 1, 2)?;
             ch.send(interp, a.vals[0].clone(), a.timeout(1, "send")?, a.call)?;
@@ -172,6 +177,7 @@ pub fn method(interp: &mut Interp, v: &Value, name: &str, _span: Span, a: &Args)
         _ => Err(RuntimeError::new(ErrorKind::Type, format!("a channel has no method `{name}`"), a.call)
             .with_help("channels have `send(v, timeout)`, `recv(timeout)`, `try_recv()`, `close()`, `len()` and the fields `closed` and `capacity`")
             .into()),
+    }
     })())
 }
 
@@ -191,9 +197,13 @@ pub fn select(interp: &mut Interp, arms: &[SelectArm], span: Span) -> R<Value> {
             SelectArm::Recv { chan, .. } => {
                 let c = interp.eval(chan)?;
                 if channel_of(&c).is_none() {
-                    return Err(RuntimeError::new(ErrorKind::Type, format!("`select` receives from channels, not {}", crate::builtins::a_type(&c)), chan.span())
-                        .with_label(format!("this is {}", crate::builtins::a_type(&c)))
-                        .into());
+                    return Err(RuntimeError::new(
+                        ErrorKind::Type,
+                        format!("`select` receives from channels, not {}", crate::builtins::a_type(&c)),
+                        chan.span(),
+                    )
+                    .with_label(format!("this is {}", crate::builtins::a_type(&c)))
+                    .into());
                 }
                 chans.push((i, c));
             }
@@ -202,7 +212,13 @@ pub fn select(interp: &mut Interp, arms: &[SelectArm], span: Span) -> R<Value> {
                 let secs_f = match s {
                     Value::Int(n) => n as f64,
                     Value::Float(f) => f,
-                    other => return Err(crate::interp::type_error(format!("a timeout is a number of seconds, not {}", crate::builtins::a_type(&other)), secs.span(), &other)),
+                    other => {
+                        return Err(crate::interp::type_error(
+                            format!("a timeout is a number of seconds, not {}", crate::builtins::a_type(&other)),
+                            secs.span(),
+                            &other,
+                        ))
+                    }
                 };
                 timeout = Some((Duration::from_secs_f64(secs_f.max(0.0)), i));
             }
@@ -214,7 +230,9 @@ pub fn select(interp: &mut Interp, arms: &[SelectArm], span: Span) -> R<Value> {
     let picked = loop {
         let live: Vec<usize> = (0..chans.len()).filter(|&k| open[k]).collect();
         if live.is_empty() && default.is_none() && timeout.is_none() {
-            return Err(RuntimeError::new(ErrorKind::Value, "`select`: every channel is closed", span).with_label("nothing left to receive").into());
+            return Err(RuntimeError::new(ErrorKind::Value, "`select`: every channel is closed", span)
+                .with_label("nothing left to receive")
+                .into());
         }
         let try_all = |open: &mut Vec<bool>| -> Option<(usize, Value)> {
             for &k in &live {
@@ -239,7 +257,8 @@ pub fn select(interp: &mut Interp, arms: &[SelectArm], span: Span) -> R<Value> {
         if left.is_some_and(|l| l.is_zero()) {
             break None;
         }
-        let receivers: Vec<&Receiver<Value>> = live.iter().filter(|&&k| open[k]).map(|&k| &channel_of(&chans[k].1).expect("checked").rx).collect();
+        let receivers: Vec<&Receiver<Value>> =
+            live.iter().filter(|&&k| open[k]).map(|&k| &channel_of(&chans[k].1).expect("checked").rx).collect();
         let ready = block_on(interp, span, "`select`", left, |slice| {
             if receivers.is_empty() {
                 std::thread::sleep(slice.min(Duration::from_millis(5)));
@@ -261,7 +280,9 @@ pub fn select(interp: &mut Interp, arms: &[SelectArm], span: Span) -> R<Value> {
     match picked {
         Some((k, v)) => {
             let arm_index = chans[k].0;
-            let SelectArm::Recv { var, body, .. } = &arms[arm_index] else { unreachable!("channel arms are recv arms") };
+            let SelectArm::Recv { var, body, .. } = &arms[arm_index] else {
+                unreachable!("channel arms are recv arms")
+            };
             interp.bind_var(var, v)?;
             interp.exec_block(body)
         }

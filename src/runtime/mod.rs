@@ -89,7 +89,8 @@ pub fn object_field(v: &Value, name: &str, span: Span) -> R<Value> {
 }
 
 fn no_field(v: &Value, name: &str, span: Span, help: &str) -> R<Value> {
-    let e = RuntimeError::new(ErrorKind::Key, format!("{} has no field `{name}`", crate::builtins::a_type(v)), span).with_label("unknown field");
+    let e = RuntimeError::new(ErrorKind::Key, format!("{} has no field `{name}`", crate::builtins::a_type(v)), span)
+        .with_label("unknown field");
     Err(if help.is_empty() { e } else { e.with_help(help) }.into())
 }
 
@@ -128,24 +129,31 @@ fn task_method(interp: &mut Interp, t: &Arc<Task>, name: &str, name_span: Span, 
         "kill" => {
             a.expect("kill", 0, 1)?;
             let sig = match a.vals.first() {
-                Some(Value::Str(s)) => fork::signal_number(s).ok_or_else(|| RuntimeError::new(ErrorKind::Value, format!("unknown signal `{s}`"), a.span(0)))?,
+                Some(Value::Str(s)) => fork::signal_number(s)
+                    .ok_or_else(|| RuntimeError::new(ErrorKind::Value, format!("unknown signal `{s}`"), a.span(0)))?,
                 Some(_) => a.int(0, "kill")? as i32,
                 None => 9,
             };
             let extra = t.extra.lock().unwrap_or_else(|e| e.into_inner());
             match extra.as_ref() {
-                Some(x) => x.kill(sig).map_err(|e| RuntimeError::new(ErrorKind::Io, e, a.call).into()).map(|_| Value::Nil),
-                None => fail(ErrorKind::Type, "only process and command tasks can be killed; use `cancel()` for threads", name_span),
+                Some(x) => {
+                    x.kill(sig).map_err(|e| RuntimeError::new(ErrorKind::Io, e, a.call).into()).map(|_| Value::Nil)
+                }
+                None => fail(
+                    ErrorKind::Type,
+                    "only process and command tasks can be killed; use `cancel()` for threads",
+                    name_span,
+                ),
             }
         }
-        _ => fail(ErrorKind::Type, format!("a task has no method `{name}`"), name_span)
-            .map_err(|e| match e {
-                crate::interp::Unwind::Error(mut err) => {
-                    err.help = Some("tasks have `wait(timeout)`, `cancel()`, `detach()`, `is_done()` and `kill(signal)`".into());
-                    crate::interp::Unwind::Error(err)
-                }
-                e => e,
-            }),
+        _ => fail(ErrorKind::Type, format!("a task has no method `{name}`"), name_span).map_err(|e| match e {
+            crate::interp::Unwind::Error(mut err) => {
+                err.help =
+                    Some("tasks have `wait(timeout)`, `cancel()`, `detach()`, `is_done()` and `kill(signal)`".into());
+                crate::interp::Unwind::Error(err)
+            }
+            e => e,
+        }),
     }
 }
 

@@ -29,19 +29,24 @@ fn cpus() -> usize {
 impl Options {
     fn parse(v: &Value, span: Span) -> R<Options> {
         let mut o = Options { workers: cpus(), ordered: true, chunk: None, collect_errors: false, progress: true };
-        let m = match v {
-            Value::Nil => return Ok(o),
-            Value::Map(m) => m,
-            Value::Int(n) => {
-                o.workers = positive(*n, "workers", span)?;
-                return Ok(o);
-            }
-            other => {
-                return Err(RuntimeError::new(ErrorKind::Type, format!("`pool map … with` takes a map of options, not {}", crate::builtins::a_type(other)), span)
-                    .with_help("for example `with {workers: 4, ordered: false, chunk: 100, errors: \"collect\", progress: false}`")
-                    .into())
-            }
-        };
+        let m =
+            match v {
+                Value::Nil => return Ok(o),
+                Value::Map(m) => m,
+                Value::Int(n) => {
+                    o.workers = positive(*n, "workers", span)?;
+                    return Ok(o);
+                }
+                other => return Err(RuntimeError::new(
+                    ErrorKind::Type,
+                    format!("`pool map … with` takes a map of options, not {}", crate::builtins::a_type(other)),
+                    span,
+                )
+                .with_help(
+                    "for example `with {workers: 4, ordered: false, chunk: 100, errors: \"collect\", progress: false}`",
+                )
+                .into()),
+            };
         for (k, val) in m.iter() {
             let Key::Str(name) = k else { continue };
             match (&**name, val) {
@@ -70,7 +75,9 @@ impl Options {
 
 fn positive(n: i64, what: &str, span: Span) -> R<usize> {
     if n < 1 {
-        return Err(RuntimeError::new(ErrorKind::Value, format!("pool `{what}` must be at least 1, not {n}"), span).into());
+        return Err(
+            RuntimeError::new(ErrorKind::Value, format!("pool `{what}` must be at least 1, not {n}"), span).into()
+        );
     }
     Ok(n as usize)
 }
@@ -79,12 +86,21 @@ type ItemResult = (usize, Result<Value, Box<RuntimeError>>);
 
 pub fn pool_map(interp: &mut Interp, f: Value, xs: Value, opts: Value, span: Span, fspan: Span) -> R<Value> {
     if !matches!(f, Value::Func(_) | Value::Builtin(_) | Value::Native(_)) {
-        return Err(RuntimeError::new(ErrorKind::Type, format!("`pool map` needs a function, not {}", crate::builtins::a_type(&f)), fspan)
-            .with_label("not a function")
-            .into());
+        return Err(RuntimeError::new(
+            ErrorKind::Type,
+            format!("`pool map` needs a function, not {}", crate::builtins::a_type(&f)),
+            fspan,
+        )
+        .with_label("not a function")
+        .into());
     }
     let items = to_list(&xs).ok_or_else(|| -> Unwind {
-        RuntimeError::new(ErrorKind::Type, format!("`pool map` runs over a list, range or map, not {}", crate::builtins::a_type(&xs)), span).into()
+        RuntimeError::new(
+            ErrorKind::Type,
+            format!("`pool map` runs over a list, range or map, not {}", crate::builtins::a_type(&xs)),
+            span,
+        )
+        .into()
     })?;
     let opts = Options::parse(&opts, span)?;
     let n = items.len();
@@ -107,7 +123,8 @@ pub fn pool_map(interp: &mut Interp, f: Value, xs: Value, opts: Value, span: Spa
             interp.shared.admit_thread(span)?;
             let mut child = interp.fork_world(cancel.clone(), interp.shared.settings.limits.max_call_depth);
             child.task_name = format!("pool worker {w}").into();
-            let (f, items, jobs, results, token) = (f.clone(), items.clone(), job_rx.clone(), res_tx.clone(), cancel.clone());
+            let (f, items, jobs, results, token) =
+                (f.clone(), items.clone(), job_rx.clone(), res_tx.clone(), cancel.clone());
             let shared = interp.shared.clone();
             shared.tasks.enter();
             let spawned = std::thread::Builder::new()
@@ -123,7 +140,9 @@ pub fn pool_map(interp: &mut Interp, f: Value, xs: Value, opts: Value, span: Spa
                 interp.shared.tasks.leave();
                 interp.shared.release_thread();
                 cancel.cancel();
-                return Err(RuntimeError::new(ErrorKind::Limit, format!("could not start a pool worker: {e}"), span).into());
+                return Err(
+                    RuntimeError::new(ErrorKind::Limit, format!("could not start a pool worker: {e}"), span).into()
+                );
             }
         }
         drop(res_tx);
@@ -234,7 +253,11 @@ fn item_failure(e: RuntimeError, index: usize, span: Span) -> RuntimeError {
 
 /// A progress bar on stderr for maps of more than a few items, only when stderr is a terminal.
 fn progress_bar(n: usize, wanted: bool) -> Option<indicatif::ProgressBar> {
-    if !wanted || n <= 8 || !std::io::stderr().is_terminal() || std::env::var_os("NO_COLOR").is_some() && std::env::var_os("CONC_PROGRESS").is_none() {
+    if !wanted
+        || n <= 8
+        || !std::io::stderr().is_terminal()
+        || std::env::var_os("NO_COLOR").is_some() && std::env::var_os("CONC_PROGRESS").is_none()
+    {
         return None;
     }
     let bar = indicatif::ProgressBar::new(n as u64);

@@ -43,11 +43,8 @@ pub fn finish_root(interp: &mut Interp, result: R<Value>, span: Span) -> R<Value
 /// Wait for every task of a finished scope. If the body failed, or a task fails, cancel the
 /// others; the first error is raised with the others attached.
 pub fn finish_frame(interp: &mut Interp, frame: ScopeFrame, result: R<Value>, span: Span) -> R<Value> {
-    let pending: Vec<Arc<Task>> = frame
-        .tasks
-        .into_iter()
-        .filter(|t| !t.detached.load(Ordering::Relaxed) || t.is_done())
-        .collect();
+    let pending: Vec<Arc<Task>> =
+        frame.tasks.into_iter().filter(|t| !t.detached.load(Ordering::Relaxed) || t.is_done()).collect();
     if pending.is_empty() {
         return result;
     }

@@ -59,10 +59,14 @@ impl LockCore {
                         st.1 += 1;
                         return Ok(true);
                     }
-                    return Err(RuntimeError::new(ErrorKind::Deadlock, format!("this task already holds the {what}"), span)
-                        .with_label("acquiring it again would wait forever")
-                        .with_help("use `rlock()` for a lock the same task may take again")
-                        .into());
+                    return Err(RuntimeError::new(
+                        ErrorKind::Deadlock,
+                        format!("this task already holds the {what}"),
+                        span,
+                    )
+                    .with_label("acquiring it again would wait forever")
+                    .with_help("use `rlock()` for a lock the same task may take again")
+                    .into());
                 }
                 Some(_) => {}
             }
@@ -72,7 +76,8 @@ impl LockCore {
                 return self.try_take().then_some(());
             }
             let st = guard(&self.state);
-            let (mut st, _) = self.cv.wait_timeout_while(st, slice, |s| s.0.is_some()).unwrap_or_else(|e| e.into_inner());
+            let (mut st, _) =
+                self.cv.wait_timeout_while(st, slice, |s| s.0.is_some()).unwrap_or_else(|e| e.into_inner());
             if st.0.is_none() {
                 *st = (Some(me()), 1);
                 Some(())
@@ -90,9 +95,13 @@ impl LockCore {
     pub fn release(&self, span: Span, what: &str) -> R<()> {
         let mut st = guard(&self.state);
         if st.0 != Some(me()) {
-            return Err(RuntimeError::new(ErrorKind::Value, format!("release of a {what} this task does not hold"), span)
-                .with_label("not held here")
-                .into());
+            return Err(RuntimeError::new(
+                ErrorKind::Value,
+                format!("release of a {what} this task does not hold"),
+                span,
+            )
+            .with_label("not held here")
+            .into());
         }
         st.1 -= 1;
         if st.1 == 0 {
@@ -283,7 +292,8 @@ impl Barrier {
         };
         let r = block_on(interp, span, "waiting at a barrier", timeout, |slice| {
             let st = guard(&self.state);
-            let (st, _) = self.cv.wait_timeout_while(st, slice, |s| s.1 == generation).unwrap_or_else(|e| e.into_inner());
+            let (st, _) =
+                self.cv.wait_timeout_while(st, slice, |s| s.1 == generation).unwrap_or_else(|e| e.into_inner());
             (st.1 != generation).then_some(())
         });
         if let Err(e) = r {
@@ -368,7 +378,10 @@ pub static BUILTINS: &[(&str, Builtin)] = &[
     }),
     ("cell", |_, a| {
         a.expect("cell", 0, 1)?;
-        Ok(Value::object(Cell { core: LockCore::new(false), value: Mutex::new(a.vals.first().cloned().unwrap_or_default()) }))
+        Ok(Value::object(Cell {
+            core: LockCore::new(false),
+            value: Mutex::new(a.vals.first().cloned().unwrap_or_default()),
+        }))
     }),
 ];
 
@@ -386,10 +399,14 @@ pub fn with_lock(interp: &mut Interp, l: &Value, body: &Block, span: Span, targe
         (Some(lock), _) => &lock.0,
         (_, Some(c)) => &c.lock,
         _ => {
-            return Err(RuntimeError::new(ErrorKind::Type, format!("`lock` needs a mutex, rlock, semaphore or condition, not {}", crate::builtins::a_type(l)), target)
-                .with_label(format!("this is {}", crate::builtins::a_type(l)))
-                .with_help("make one with `mutex()`, `rlock()`, `semaphore(n)` or `condition()`")
-                .into())
+            return Err(RuntimeError::new(
+                ErrorKind::Type,
+                format!("`lock` needs a mutex, rlock, semaphore or condition, not {}", crate::builtins::a_type(l)),
+                target,
+            )
+            .with_label(format!("this is {}", crate::builtins::a_type(l)))
+            .with_help("make one with `mutex()`, `rlock()`, `semaphore(n)` or `condition()`")
+            .into())
         }
     };
     core.acquire(interp, None, target, "lock")?;
@@ -416,7 +433,9 @@ pub fn method(interp: &mut Interp, v: &Value, name: &str, name_span: Span, a: &A
     }
     if let Some(s) = v.downcast::<Semaphore>() {
         return Some(match name {
-            "acquire" => a.expect("acquire", 0, 1).and_then(|_| Ok(Value::Bool(s.acquire(interp, a.timeout(0, "acquire")?, a.call)?))),
+            "acquire" => a
+                .expect("acquire", 0, 1)
+                .and_then(|_| Ok(Value::Bool(s.acquire(interp, a.timeout(0, "acquire")?, a.call)?))),
             "release" => {
                 s.release();
                 interp.shared.tasks.bump();

@@ -49,10 +49,14 @@ pub fn block_on<T>(
         if deadline.is_none() {
             let describe = |s: Span| interp.shared.describe_span(s);
             if let Some(report) = registry.check_deadlock(root, &describe) {
-                return Err(RuntimeError::new(ErrorKind::Deadlock, "deadlock: every task is blocked and none can continue", span)
-                    .with_label(format!("{} is blocked here forever", interp.task_name))
-                    .with_help(format!("blocked tasks:\n{report}\nacquire locks in one global order, or pass a timeout"))
-                    .into());
+                return Err(RuntimeError::new(
+                    ErrorKind::Deadlock,
+                    "deadlock: every task is blocked and none can continue",
+                    span,
+                )
+                .with_label(format!("{} is blocked here forever", interp.task_name))
+                .with_help(format!("blocked tasks:\n{report}\nacquire locks in one global order, or pass a timeout"))
+                .into());
             }
         }
     }
@@ -106,10 +110,14 @@ fn as_task(v: &Value, span: Span) -> R<Arc<Task>> {
             let any: Arc<dyn std::any::Any + Send + Sync> = o.clone();
             Ok(any.downcast::<Task>().expect("checked above"))
         }
-        other => Err(RuntimeError::new(ErrorKind::Type, format!("`wait` expects a task or a list of tasks, got {}", crate::builtins::a_type(other)), span)
-            .with_label(format!("this is {}", crate::builtins::a_type(other)))
-            .with_help("tasks come from `spawn`, `fork` and `start(...)`")
-            .into()),
+        other => Err(RuntimeError::new(
+            ErrorKind::Type,
+            format!("`wait` expects a task or a list of tasks, got {}", crate::builtins::a_type(other)),
+            span,
+        )
+        .with_label(format!("this is {}", crate::builtins::a_type(other)))
+        .with_help("tasks come from `spawn`, `fork` and `start(...)`")
+        .into()),
     }
 }
 
@@ -120,7 +128,14 @@ pub fn tasks_of(v: &Value, span: Span) -> R<Vec<Arc<Task>>> {
     }
 }
 
-pub fn wait(interp: &mut Interp, target: Value, any: bool, timeout: Option<Duration>, span: Span, target_span: Span) -> R<Value> {
+pub fn wait(
+    interp: &mut Interp,
+    target: Value,
+    any: bool,
+    timeout: Option<Duration>,
+    span: Span,
+    target_span: Span,
+) -> R<Value> {
     if any {
         return wait_any(interp, &tasks_of(&target, target_span)?, timeout, span);
     }
@@ -151,11 +166,7 @@ pub fn wait_any(interp: &Interp, tasks: &[Arc<Task>], timeout: Option<Duration>,
     let idx = block_on(interp, span, "any of several tasks", timeout, |slice| rx.recv_timeout(slice).ok())?;
     let task = &tasks[idx];
     let value = join(interp, task, None, span)?;
-    Ok(Value::map([
-        ("index", Value::Int(idx as i64)),
-        ("task", Value::Object(task.clone())),
-        ("value", value),
-    ]))
+    Ok(Value::map([("index", Value::Int(idx as i64)), ("task", Value::Object(task.clone())), ("value", value)]))
 }
 
 /// Tasks in the order they finish, like `as_completed`: `for r in completed(hs) { r.value }`.
@@ -202,6 +213,10 @@ impl Completed {
         let idx = block_on(interp, span, "the next task to complete", self.timeout, |s| self.rx.recv_timeout(s).ok())?;
         let task = &self.tasks[idx];
         let value = join(interp, task, None, span)?;
-        Ok(Some(Value::map([("index", Value::Int(idx as i64)), ("task", Value::Object(task.clone())), ("value", value)])))
+        Ok(Some(Value::map([
+            ("index", Value::Int(idx as i64)),
+            ("task", Value::Object(task.clone())),
+            ("value", value),
+        ])))
     }
 }

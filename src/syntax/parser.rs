@@ -98,7 +98,8 @@ fn check_nesting(text: &str, file: u32) -> PResult<()> {
             b')' | b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        let at_not = bytes[i..].starts_with(b"not") && bytes.get(i + 3).is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_'));
+        let at_not = bytes[i..].starts_with(b"not")
+            && bytes.get(i + 3).is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_'));
         let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
         if c == b'-' || (at_not && word_start) {
             prefix_run += 1;
@@ -130,9 +131,33 @@ fn is_keyword_token(rule: Rule) -> bool {
     use Rule::*;
     matches!(
         rule,
-        k_let | k_fn | k_return | k_break | k_continue | k_import | k_as | k_while | k_for | k_in | k_if | k_else | k_try
-            | k_catch | k_spawn | k_fork | k_wait | k_lock | k_scope | k_pool | k_map | k_over | k_with | k_select | k_recv
-            | k_timeout | k_default
+        k_let
+            | k_fn
+            | k_return
+            | k_break
+            | k_continue
+            | k_import
+            | k_as
+            | k_while
+            | k_for
+            | k_in
+            | k_if
+            | k_else
+            | k_try
+            | k_catch
+            | k_spawn
+            | k_fork
+            | k_wait
+            | k_lock
+            | k_scope
+            | k_pool
+            | k_map
+            | k_over
+            | k_with
+            | k_select
+            | k_recv
+            | k_timeout
+            | k_default
     )
 }
 
@@ -164,7 +189,16 @@ impl Builder {
                 let name = self.var(inner.next().unwrap());
                 let params = self.params(inner.next().unwrap());
                 let body = self.block(inner.next().unwrap())?;
-                let def = FnDef { name: name.name.clone(), params, body, span, frame_size: 0, captures: vec![], uses_self: false, code: Default::default() };
+                let def = FnDef {
+                    name: name.name.clone(),
+                    params,
+                    body,
+                    span,
+                    frame_size: 0,
+                    captures: vec![],
+                    uses_self: false,
+                    code: Default::default(),
+                };
                 Stmt::Fn(Arc::new(def), name)
             }
             Rule::return_stmt => Stmt::Return { value: inner.next().map(|p| self.expr(p)).transpose()?, span },
@@ -238,7 +272,9 @@ impl Builder {
                         span: other.span(),
                         message: "cannot assign to this expression".into(),
                         label: "not a variable, index or field".into(),
-                        help: Some("assign to a name (`x = 1`), an index (`xs[0] = 1`) or a field (`m.key = 1`)".into()),
+                        help: Some(
+                            "assign to a name (`x = 1`), an index (`xs[0] = 1`) or a field (`m.key = 1`)".into(),
+                        ),
                     })
                 }
             };
@@ -261,7 +297,16 @@ impl Builder {
             Expr::Block(b) => *b,
             e => Block { span: e.span(), stmts: vec![Stmt::Expr(e)] },
         };
-        Ok(Arc::new(FnDef { name: kind.into(), params: vec![], body, span, frame_size: 0, captures: vec![], uses_self: false, code: Default::default() }))
+        Ok(Arc::new(FnDef {
+            name: kind.into(),
+            params: vec![],
+            body,
+            span,
+            frame_size: 0,
+            captures: vec![],
+            uses_self: false,
+            code: Default::default(),
+        }))
     }
 
     fn expr(&self, pair: Pair<Rule>) -> PResult<Expr> {
@@ -346,7 +391,11 @@ impl Builder {
                     span,
                     message: "integer literal is too large".into(),
                     label: "does not fit in 64 bits".into(),
-                    help: Some(format!("integers range from {} to {}; write a float for larger numbers", i64::MIN, i64::MAX)),
+                    help: Some(format!(
+                        "integers range from {} to {}; write a float for larger numbers",
+                        i64::MIN,
+                        i64::MAX
+                    )),
                 })?;
                 Expr::Int(n, span)
             }
@@ -385,11 +434,18 @@ impl Builder {
                 let mut inner = kids(pair);
                 let params = self.params(inner.next().unwrap());
                 let body = self.block(inner.next().unwrap())?;
-                Expr::Fn(Arc::new(FnDef { name: "<closure>".into(), params, body, span, frame_size: 0, captures: vec![], uses_self: false, code: Default::default() }))
+                Expr::Fn(Arc::new(FnDef {
+                    name: "<closure>".into(),
+                    params,
+                    body,
+                    span,
+                    frame_size: 0,
+                    captures: vec![],
+                    uses_self: false,
+                    code: Default::default(),
+                }))
             }
-            Rule::spawn_expr => {
-                Expr::Spawn { body: self.task_body(kids(pair).next().unwrap(), "spawn", span)?, span }
-            }
+            Rule::spawn_expr => Expr::Spawn { body: self.task_body(kids(pair).next().unwrap(), "spawn", span)?, span },
             Rule::fork_expr => Expr::Fork { body: self.task_body(kids(pair).next().unwrap(), "fork", span)?, span },
             Rule::wait_expr => {
                 let mut inner = kids(pair).peekable();
@@ -543,8 +599,8 @@ fn describe(rule: Rule) -> Option<&'static str> {
         k_recv => "`recv`",
         k_timeout => "`timeout`",
         k_default => "`default`",
-        expr | primary | prefix | int | float | string | raw_string | true_lit | false_lit | nil_lit | list
-        | map | paren | if_expr | try_expr | fn_expr | spawn_expr | fork_expr | wait_expr | lock_expr | scope_expr
+        expr | primary | prefix | int | float | string | raw_string | true_lit | false_lit | nil_lit | list | map
+        | paren | if_expr | try_expr | fn_expr | spawn_expr | fork_expr | wait_expr | lock_expr | scope_expr
         | pool_expr | select_expr | not_op | neg => "an expression",
         ident => "a name",
         member | field_name => "a field or method name",
@@ -557,8 +613,9 @@ fn describe(rule: Rule) -> Option<&'static str> {
         assign_op => "`=`",
         plain_string => "a string",
         map_entry => "a `key: value` entry",
-        or_op | and_op | eq | ne | lt | le | gt | ge | pipe_op | add | sub | mul | div | floordiv | rem
-        | infix => "an operator",
+        or_op | and_op | eq | ne | lt | le | gt | ge | pipe_op | add | sub | mul | div | floordiv | rem | infix => {
+            "an operator"
+        }
         index_suffix => "`[`",
         field_suffix | method_suffix => "`.`",
         select_arm | select_recv | select_timeout | select_default => "a `recv`, `timeout` or `default` arm",
@@ -583,10 +640,12 @@ fn convert_error(e: pest::error::Error<Rule>, text: &str, file: u32) -> ParseErr
     expected.sort();
     expected.dedup();
     let rest = &text[pos.min(text.len())..];
-    let found_len = rest.chars().next().map_or(0, |c| if c.is_alphanumeric() || c == '_' {
-        rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len())
-    } else {
-        c.len_utf8()
+    let found_len = rest.chars().next().map_or(0, |c| {
+        if c.is_alphanumeric() || c == '_' {
+            rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len())
+        } else {
+            c.len_utf8()
+        }
     });
     let found = if rest.is_empty() {
         "the end of the input".to_string()
@@ -674,7 +733,10 @@ fn unclosed_bracket(text: &str, pos: usize, file: u32) -> Option<ParseError> {
 
 fn hint(rest: &str, expected: &[&str], text: &str, pos: usize) -> Option<String> {
     let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-    let reserved = ["spawn", "fork", "pool", "lock", "wait", "scope", "select", "let", "fn", "if", "else", "while", "for", "in", "return", "break", "continue", "try", "catch", "import", "as", "and", "or", "not", "true", "false", "nil"];
+    let reserved = [
+        "spawn", "fork", "pool", "lock", "wait", "scope", "select", "let", "fn", "if", "else", "while", "for", "in",
+        "return", "break", "continue", "try", "catch", "import", "as", "and", "or", "not", "true", "false", "nil",
+    ];
     if !word.is_empty() && reserved.contains(&word.as_str()) && expected.contains(&"a name") {
         return Some(format!("`{word}` is a reserved word; choose another name"));
     }

@@ -20,6 +20,29 @@ pub fn block_on<T>(
     span: Span,
     what: &str,
     timeout: Option<Duration>,
+    attempt: impl FnMut(Duration) -> Option<T>,
+) -> R<T> {
+    block(interp, span, what, timeout, true, attempt)
+}
+
+/// As [`block_on`], for a wait on something outside conc (a process, a subprocess, a pipe
+/// to one): the world outside can always still move, so it never counts towards a deadlock.
+pub fn block_on_external<T>(
+    interp: &Interp,
+    span: Span,
+    what: &str,
+    timeout: Option<Duration>,
+    attempt: impl FnMut(Duration) -> Option<T>,
+) -> R<T> {
+    block(interp, span, what, timeout, false, attempt)
+}
+
+fn block<T>(
+    interp: &Interp,
+    span: Span,
+    what: &str,
+    timeout: Option<Duration>,
+    can_deadlock: bool,
     mut attempt: impl FnMut(Duration) -> Option<T>,
 ) -> R<T> {
     if let Some(v) = attempt(Duration::ZERO) {
@@ -28,7 +51,8 @@ pub fn block_on<T>(
     let deadline = timeout.map(|t| Instant::now() + t);
     let registry = &interp.shared.tasks;
     let root = &*interp.task_name == "main";
-    let _guard = timeout.is_none().then(|| registry.block(&interp.task_name, what, span, root, &interp.cancel));
+    let watch_deadlock = can_deadlock && timeout.is_none();
+    let _guard = watch_deadlock.then(|| registry.block(&interp.task_name, what, span, root, &interp.cancel));
     loop {
         interp.check_cancel(span)?;
         // Blocked time counts against a wall-clock limit too.
@@ -46,7 +70,7 @@ pub fn block_on<T>(
         if let Some(v) = attempt(slice) {
             return Ok(v);
         }
-        if deadline.is_none() {
+        if watch_deadlock {
             let describe = |s: Span| interp.shared.describe_span(s);
             if let Some(report) = registry.check_deadlock(root, &describe) {
                 return Err(RuntimeError::new(

@@ -829,7 +829,7 @@ pub fn index(target: &Value, idx: &Value, span: Span, idx_span: Span) -> R<Value
 }
 
 /// `target.name`.
-pub fn field(target: &Value, name: &str, span: Span) -> R<Value> {
+pub fn field(interp: &Interp, target: &Value, name: &str, span: Span) -> R<Value> {
     match target {
         Value::Map(m) => m.get(&Key::Str(name.into())).cloned().ok_or_else(|| key_error(m, &Value::str(name), span)),
         Value::Error(e) => Ok(match name {
@@ -842,7 +842,7 @@ pub fn field(target: &Value, name: &str, span: Span) -> R<Value> {
                     .map_err(|e| with_help(e, "errors have `message`, `kind`, `data` and `related`"))
             }
         }),
-        Value::Object(_) => crate::runtime::object_field(target, name, span),
+        Value::Object(_) => crate::runtime::object_field(interp, target, name, span),
         other => Err(RuntimeError::new(
             ErrorKind::Type,
             format!("{} has no field `{name}`", crate::builtins::a_type(other)),

@@ -56,6 +56,12 @@ pub(crate) fn unit(stmts: &[Stmt]) -> Ev {
 }
 
 /// The stand-in "function" a unit's top level runs as.
+/// Compile a function's body now if it has not been (the process server does this for
+/// the children it forks).
+pub fn ensure_compiled(def: &FnDef) {
+    def.code.get_or_init(|| function(def));
+}
+
 pub(crate) fn unit_def(frame_size: u32) -> FnDef {
     FnDef {
         name: "<main>".into(),
@@ -66,6 +72,7 @@ pub(crate) fn unit_def(frame_size: u32) -> FnDef {
         captures: Vec::new(),
         uses_self: false,
         code: OnceLock::new(),
+        global_refs: OnceLock::new(),
     }
 }
 
@@ -527,12 +534,12 @@ fn expr_inner(e: &Expr) -> Ev {
         Expr::Field { target, name, span } => {
             let f = Field { key: Key::Str(name.clone()), name: name.clone(), span: *span };
             match operand(target) {
-                Op::Loc(i) => Box::new(move |it, _| f.get(&it.stack[it.base + i])),
-                Op::Glob(g) => Box::new(move |it, _| f.get(it.globals.get(g).unwrap_or(&NIL))),
-                Op::Int(k) => Box::new(move |_, _| f.get(&Value::Int(k))),
+                Op::Loc(i) => Box::new(move |it, _| f.get(it, &it.stack[it.base + i])),
+                Op::Glob(g) => Box::new(move |it, _| f.get(it, it.globals.get(g).unwrap_or(&NIL))),
+                Op::Int(k) => Box::new(move |it, _| f.get(it, &Value::Int(k))),
                 Op::Dyn(t) => Box::new(move |it, cx| {
                     let t = t(it, cx)?;
-                    f.get(&t)
+                    f.get(it, &t)
                 }),
             }
         }
@@ -621,7 +628,7 @@ struct Field {
 
 impl Field {
     #[inline]
-    fn get(&self, target: &Value) -> R<Value> {
+    fn get(&self, it: &Interp, target: &Value) -> R<Value> {
         // A map entry is found with the key made once; everything else, misses included,
         // is `builtins::field`'s.
         if let Value::Map(m) = target {
@@ -629,7 +636,7 @@ impl Field {
                 return Ok(v.clone());
             }
         }
-        builtins::field(target, &self.name, self.span)
+        builtins::field(it, target, &self.name, self.span)
     }
 }
 

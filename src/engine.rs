@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// What a script may touch. The CLI trusts scripts fully; an embedder starts from
 /// [`Capabilities::none`] and grants what it wants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Capabilities {
     pub threads: bool,
     pub fork: bool,
@@ -39,7 +39,7 @@ impl Capabilities {
 }
 
 /// Resource limits. `None` means unlimited.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     pub max_ops: Option<u64>,
     pub max_call_depth: u32,
@@ -248,6 +248,25 @@ impl Shared {
         self.threads.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Count a forked process against the limit (after checking `fork` is allowed).
+    pub fn admit_process(&self, span: Span) -> Result<(), Unwind> {
+        self.settings.require_fork(span)?;
+        let n = self.processes.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(max) = self.settings.limits.max_processes {
+            if n > max {
+                self.processes.fetch_sub(1, Ordering::SeqCst);
+                return Err(RuntimeError::new(ErrorKind::Limit, format!("process limit of {max} reached"), span)
+                    .with_label("this process would be one too many")
+                    .into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn release_process(&self) {
+        self.processes.fetch_sub(1, Ordering::SeqCst);
+    }
+
     /// `file:line:col` for a span, for messages that cannot carry a snippet.
     pub fn describe_span(&self, span: Span) -> String {
         let sources = self.sources.read().unwrap_or_else(|e| e.into_inner());
@@ -429,6 +448,25 @@ struct ProgramInner {
     frame_size: u32,
 }
 
+impl Program {
+    pub(crate) fn stmts(&self) -> &[Stmt] {
+        &self.0.stmts
+    }
+}
+
+/// One change to an engine of a world, recorded so the process server can make the same
+/// world: the same files, the same global slots, the same function definitions.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Replay {
+    Compile { engine: u32, name: String, text: String },
+    Global { engine: u32, name: String, value: Option<crate::runtime::portable::Wire> },
+    BaseDir { engine: u32, dir: PathBuf },
+    Clone { from: u32, to: u32 },
+}
+
+/// Worlds are numbered per process tree: the root process hands out the numbers.
+static NEXT_WORLD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Compiles and runs conc code.
 pub struct Engine {
     shared: Arc<Shared>,
@@ -438,6 +476,7 @@ pub struct Engine {
     interp: Interp,
     base_dir: Option<PathBuf>,
     root: CancelToken,
+    id: u32,
 }
 
 impl Default for Engine {
@@ -457,6 +496,12 @@ impl Engine {
     }
 
     pub fn with_settings_and_stdin(settings: Settings, stdin: Option<Box<dyn BufRead + Send>>) -> Engine {
+        let world = NEXT_WORLD.fetch_add(1, Ordering::Relaxed) | (u64::from(std::process::id()) << 32);
+        Engine::in_world(settings, stdin, world)
+    }
+
+    /// A fresh engine whose world has the given id (the process server's copy of a world).
+    pub(crate) fn in_world(settings: Settings, stdin: Option<Box<dyn BufRead + Send>>, world_id: u64) -> Engine {
         let root = CancelToken::new();
         let output =
             Output { stdout: settings.stdout.clone(), stderr: settings.stderr.clone(), stdin: Mutex::new(stdin) };
@@ -469,7 +514,13 @@ impl Engine {
             tasks: Default::default(),
             sources: RwLock::new(SourceMap::default()),
             threads: AtomicUsize::new(0),
+            processes: AtomicUsize::new(0),
             started: Instant::now(),
+            world_id,
+            replay: Mutex::new(Vec::new()),
+            next_engine: std::sync::atomic::AtomicU32::new(1),
+            programs: RwLock::new(Vec::new()),
+            defs: Mutex::new(Default::default()),
         });
         shared.tasks.enter();
         let interp = Interp::new(shared.clone(), Vec::new(), root.clone(), max_depth);
@@ -481,6 +532,7 @@ impl Engine {
             interp,
             base_dir: None,
             root,
+            id: 0,
         };
         engine.set_args(Vec::new());
         engine
@@ -488,7 +540,22 @@ impl Engine {
 
     /// Directory that relative `import "path"` statements resolve against.
     pub fn set_base_dir(&mut self, dir: impl Into<PathBuf>) {
-        self.base_dir = Some(dir.into());
+        let dir = dir.into();
+        self.record(Replay::BaseDir { engine: self.id, dir: dir.clone() });
+        self.base_dir = Some(dir);
+    }
+
+    /// An interpreter for a new task in this engine's world, with a copy of its globals.
+    pub(crate) fn world_interp(&self) -> Interp {
+        self.interp.fork_world(self.root.clone(), self.shared.settings.limits.max_call_depth)
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn record(&self, entry: Replay) {
+        self.shared.replay.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
     }
 
     /// The `args` list the script sees.
@@ -539,6 +606,9 @@ impl Engine {
         let root = CancelToken::new();
         let mut interp = self.interp.fork_world(root.clone(), self.shared.settings.limits.max_call_depth);
         interp.task_name = "main".into();
+        let id = self.shared.next_engine.fetch_add(1, Ordering::Relaxed);
+        interp.engine_id = id;
+        self.record(Replay::Clone { from: self.id, to: id });
         Engine {
             shared: self.shared.clone(),
             globals: self.globals.clone(),
@@ -547,10 +617,13 @@ impl Engine {
             interp,
             base_dir: self.base_dir.clone(),
             root,
+            id,
         }
     }
 
     pub fn set_global(&mut self, name: &str, value: Value) {
+        let wire = crate::runtime::portable::Exporter { shared: &self.shared }.value(&value).ok();
+        self.record(Replay::Global { engine: self.id, name: name.to_string(), value: wire });
         let slot = self.globals.declare(&name.into(), &mut self.next_global) as usize;
         self.interp.ensure_globals(slot + 1);
         self.interp.globals[slot] = value;
@@ -576,6 +649,7 @@ impl Engine {
 
     /// Parse and resolve `text`, reported under `name`, without running it.
     pub fn compile(&mut self, name: &str, text: &str) -> Result<Program, Error> {
+        self.record(Replay::Compile { engine: self.id, name: name.to_string(), text: text.to_string() });
         let file = self.shared.sources.write().unwrap_or_else(|e| e.into_inner()).add(name, text);
         let mut stmts = parse_in_big_stack(text, file).map_err(|e| self.error(e))?;
         let mut loader = Loader {
@@ -591,7 +665,9 @@ impl Engine {
         })?;
         self.globals = scope;
         self.interp.ensure_globals(self.next_global as usize);
-        Ok(Program(Arc::new(ProgramInner { stmts, frame_size })))
+        let program = Program(Arc::new(ProgramInner { stmts, frame_size }));
+        self.shared.programs.write().unwrap_or_else(|e| e.into_inner()).push(program.clone());
+        Ok(program)
     }
 
     /// Run a compiled program, then wait for every task it started.

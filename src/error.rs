@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// What went wrong, for programs that inspect errors rather than print them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ErrorKind {
     Syntax,

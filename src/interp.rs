@@ -52,7 +52,17 @@ pub struct Shared {
     /// Every source file, so any thread can describe a span.
     pub sources: RwLock<crate::syntax::SourceMap>,
     pub threads: std::sync::atomic::AtomicUsize,
+    pub processes: std::sync::atomic::AtomicUsize,
     pub started: std::time::Instant,
+    /// Identifies this world to the process server, which keeps a copy of it (see
+    /// `runtime/zygote.rs`); a forked process keeps its parent's id.
+    pub world_id: u64,
+    /// Every change to the world's engines, in order, so the process server can replay them.
+    pub replay: std::sync::Mutex<Vec<crate::engine::Replay>>,
+    pub next_engine: std::sync::atomic::AtomicU32,
+    /// Every program compiled in this world, so a function can be found again by its span.
+    pub programs: RwLock<Vec<crate::engine::Program>>,
+    pub defs: std::sync::Mutex<runtime::portable::DefIndex>,
 }
 
 /// Per-thread interpreter state.
@@ -73,6 +83,11 @@ pub struct Interp {
     pub max_depth: u32,
     /// Shown in deadlock reports and thread names: `main`, or the construct and line that started it.
     pub task_name: Arc<str>,
+    /// Which engine of the world this interpreter belongs to (see [`Shared::replay`]).
+    pub engine_id: u32,
+    /// Blocking calls here wait on behalf of another process, so they never count towards
+    /// this process's deadlock detection.
+    pub external_waits: bool,
 }
 
 /// The stack is checked every this many nested calls; the red zone covers the calls in between.
@@ -99,6 +114,8 @@ impl Interp {
             scopes: vec![runtime::scope::ScopeFrame::default()],
             max_depth,
             task_name: "main".into(),
+            engine_id: 0,
+            external_waits: false,
         }
     }
 
@@ -106,6 +123,7 @@ impl Interp {
     pub fn fork_world(&self, cancel: CancelToken, max_depth: u32) -> Interp {
         let mut child = Interp::new(self.shared.clone(), self.globals.clone(), cancel, max_depth);
         child.modules = self.modules.clone();
+        child.engine_id = self.engine_id;
         child
     }
 
@@ -533,7 +551,7 @@ impl Interp {
             }
             Expr::Field { target, name, span } => {
                 let t = self.eval(target)?;
-                builtins::field(&t, name, *span)
+                builtins::field(self, &t, name, *span)
             }
             Expr::Block(b) => self.exec_block(b),
             Expr::Try { body, var, handler, .. } => match self.exec_block(body) {

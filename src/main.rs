@@ -53,6 +53,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // This binary also serves processes for `fork` (see runtime/zygote.rs); that mode is
+    // chosen before anything else, while the process has one thread.
+    if std::env::var_os(conc::runtime::zygote::SERVER_ENV).is_some() {
+        conc::runtime::zygote::serve();
+    }
     let cli = Cli::parse();
     quiet_panics();
     // The interpreter runs on its own thread so the main thread can stay free for signals.
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         Ok(Ok(code)) => code,
         _ => 70,
     };
+    conc::runtime::procs::shutdown();
     ExitCode::from(code)
 }
 

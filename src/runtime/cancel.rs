@@ -44,9 +44,27 @@ impl CancelToken {
             }
             match &t.0.parent {
                 Some(p) => t = p,
-                None => return false,
+                None => return stop_requested(),
             }
         }
+    }
+}
+
+/// Set by SIGTERM or SIGINT in a forked conc process: every task of the process stops.
+static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+fn stop_requested() -> bool {
+    STOP.get().is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
+/// In a forked process: the first TERM or INT cancels every task (so scopes clean up and the
+/// process exits), a second one ends the process at once.
+pub fn stop_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = STOP.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
+    for sig in [SIGTERM, SIGINT] {
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
+        let _ = signal_hook::flag::register(sig, flag.clone());
     }
 }
 

@@ -18,6 +18,8 @@ pub struct Channel {
     tx: RwLock<Option<Sender<Value>>>,
     rx: Receiver<Value>,
     capacity: Option<usize>,
+    /// Why the channel closed, when a process that used it died: raised once it is drained.
+    failure: RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -46,7 +48,7 @@ impl Channel {
             Some(n) => crossbeam_channel::bounded(n),
             None => crossbeam_channel::unbounded(),
         };
-        Channel { tx: RwLock::new(Some(tx)), rx, capacity }
+        Channel { tx: RwLock::new(Some(tx)), rx, capacity, failure: RwLock::new(None) }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -55,6 +57,23 @@ impl Channel {
 
     pub fn close(&self) {
         self.tx.write().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Close the channel because a process using it died: `why` is raised to whoever
+    /// receives once the values already sent are drained, and to every later sender.
+    pub fn fail(&self, why: String) {
+        self.failure.write().unwrap_or_else(|e| e.into_inner()).get_or_insert(why);
+        self.close();
+    }
+
+    fn failure_error(&self, span: Span) -> Option<Unwind> {
+        let why = self.failure.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+        Some(
+            RuntimeError::new(ErrorKind::Task, why, span)
+                .with_label("the channel closed under this call")
+                .with_help("a process that used this channel died before closing it")
+                .into(),
+        )
     }
 
     fn closed_error(span: Span, what: &str) -> Unwind {
@@ -66,7 +85,9 @@ impl Channel {
 
     pub fn send(&self, interp: &Interp, v: Value, timeout: Option<Duration>, span: Span) -> R<()> {
         let tx = self.tx.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(tx) = tx else { return Err(Channel::closed_error(span, "send")) };
+        let Some(tx) = tx else {
+            return Err(self.failure_error(span).unwrap_or_else(|| Channel::closed_error(span, "send")));
+        };
         if self.capacity.is_none() {
             return tx.send(v).map_err(|_| Channel::closed_error(span, "send"));
         }
@@ -103,16 +124,22 @@ impl Channel {
 
     /// The next value, or `None` once the channel is closed and drained.
     pub fn recv(&self, interp: &Interp, timeout: Option<Duration>, span: Span) -> R<Option<Value>> {
-        match self.rx.try_recv() {
-            Ok(v) => return Ok(Some(v)),
-            Err(TryRecvError::Disconnected) => return Ok(None),
-            Err(TryRecvError::Empty) => {}
+        let got =
+            match self.rx.try_recv() {
+                Ok(v) => return Ok(Some(v)),
+                Err(TryRecvError::Disconnected) => None,
+                Err(TryRecvError::Empty) => block_on(interp, span, "receiving from a channel", timeout, |slice| {
+                    match self.rx.recv_timeout(slice) {
+                        Ok(v) => Some(Some(v)),
+                        Err(RecvTimeoutError::Disconnected) => Some(None),
+                        Err(RecvTimeoutError::Timeout) => None,
+                    }
+                })?,
+            };
+        match got {
+            Some(v) => Ok(Some(v)),
+            None => self.failure_error(span).map_or(Ok(None), Err),
         }
-        block_on(interp, span, "receiving from a channel", timeout, |slice| match self.rx.recv_timeout(slice) {
-            Ok(v) => Some(Some(v)),
-            Err(RecvTimeoutError::Disconnected) => Some(None),
-            Err(RecvTimeoutError::Timeout) => None,
-        })
     }
 }
 

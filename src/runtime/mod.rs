@@ -1,17 +1,22 @@
 //! The runtime: one file per construct. The interpreter calls in here for everything that
 //! touches threads, processes, channels, locks or subprocesses.
 
+pub mod broker;
 pub mod cancel;
 pub mod channel;
 pub mod command;
 pub mod fork;
+pub mod ipc;
 pub mod pool;
+pub mod portable;
+pub mod procs;
 pub mod registry;
 pub mod scope;
 pub mod spawn;
 pub mod sync;
 pub mod task;
 pub mod wait;
+pub mod zygote;
 
 use crate::builtins::Args;
 use crate::error::{ErrorKind, RuntimeError};
@@ -65,7 +70,7 @@ fn task_of(v: &Value) -> Option<Arc<Task>> {
     }
 }
 
-pub fn object_field(v: &Value, name: &str, span: Span) -> R<Value> {
+pub fn object_field(interp: &Interp, v: &Value, name: &str, span: Span) -> R<Value> {
     if let Some(t) = task_of(v) {
         let extra = t.extra.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|x| x.field(name));
         if let Some(x) = extra {
@@ -78,6 +83,9 @@ pub fn object_field(v: &Value, name: &str, span: Span) -> R<Value> {
             "cancelled" => Value::Bool(t.cancel.is_cancelled()),
             _ => return no_field(v, name, span, "tasks have `name`, `id`, `done` and `cancelled`"),
         });
+    }
+    if let Some(r) = v.downcast::<broker::Remote>() {
+        return r.field(interp, name, span);
     }
     if let Some(f) = channel::field(v, name) {
         return Ok(f);
@@ -97,6 +105,9 @@ fn no_field(v: &Value, name: &str, span: Span, help: &str) -> R<Value> {
 pub fn object_method(interp: &mut Interp, v: &Value, name: &str, name_span: Span, a: Args) -> R<Value> {
     if let Some(t) = task_of(v) {
         return task_method(interp, &t, name, name_span, a);
+    }
+    if let Some(r) = v.downcast::<broker::Remote>() {
+        return r.method(interp, name, a);
     }
     if let Some(r) = channel::method(interp, v, name, name_span, &a) {
         return r;
@@ -161,6 +172,9 @@ fn task_method(interp: &mut Interp, t: &Arc<Task>, name: &str, name_span: Span, 
 pub fn iterate_next(interp: &mut Interp, v: &Value, span: Span) -> R<Option<Value>> {
     if let Some(c) = v.downcast::<wait::Completed>() {
         return c.next(interp, span);
+    }
+    if let Some(r) = v.downcast::<broker::Remote>() {
+        return r.next(interp, span);
     }
     if let Some(r) = channel::iterate_next(interp, v, span) {
         return r;

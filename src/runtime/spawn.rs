@@ -50,7 +50,9 @@ pub fn start_thread(
     let spawned = std::thread::Builder::new().name(os_name).stack_size(THREAD_STACK).spawn(move || {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let r = work(&mut child);
-            super::scope::finish_root(&mut child, r, span)
+            let r = super::scope::finish_root(&mut child, r, span);
+            let settled = super::broker::settle(&child);
+            r.and_then(|v| settled.map(|_| v))
         }));
         let result: TaskResult = match outcome {
             Ok(Ok(v)) => Ok(v),

@@ -3,6 +3,7 @@
 //! Every blocking call goes through `block_on`, so each takes a timeout, stops promptly
 //! when its task is cancelled, and takes part in deadlock detection.
 
+use super::portable::SharedKind;
 use super::wait::block_on;
 use crate::builtins::Args;
 use crate::error::{ErrorKind, RuntimeError};
@@ -28,11 +29,30 @@ pub struct LockCore {
     state: Mutex<(Option<ThreadId>, usize)>,
     cv: Condvar,
     reentrant: bool,
+    /// Set when a process died holding the lock: every later acquire fails with this.
+    poisoned: Mutex<Option<String>>,
 }
 
 impl LockCore {
     fn new(reentrant: bool) -> LockCore {
-        LockCore { state: Mutex::new((None, 0)), cv: Condvar::new(), reentrant }
+        LockCore { state: Mutex::new((None, 0)), cv: Condvar::new(), reentrant, poisoned: Mutex::new(None) }
+    }
+
+    fn poison_error(&self, span: Span) -> Option<Unwind> {
+        let why = guard(&self.poisoned).clone()?;
+        Some(
+            RuntimeError::new(ErrorKind::Task, why, span)
+                .with_label("this lock can no longer be taken")
+                .with_help("the process holding it died mid-update, so what it guards may be half-changed")
+                .into(),
+        )
+    }
+
+    /// The holder died: mark the lock and wake the waiters, each to fail. The lock stays
+    /// held by the dead owner, so no acquire can slip in between the mark and its check.
+    pub fn poison(&self, why: String) {
+        guard(&self.poisoned).get_or_insert(why);
+        self.cv.notify_all();
     }
 
     fn try_take(&self) -> bool {
@@ -47,6 +67,9 @@ impl LockCore {
 
     /// Acquire, or time out with `false` when a timeout is given.
     pub fn acquire(&self, interp: &Interp, timeout: Option<Duration>, span: Span, what: &str) -> R<bool> {
+        if let Some(e) = self.poison_error(span) {
+            return Err(e);
+        }
         {
             let mut st = guard(&self.state);
             match st.0 {
@@ -72,21 +95,25 @@ impl LockCore {
             }
         }
         let r = block_on(interp, span, &format!("acquiring a {what}"), timeout, |slice| {
+            if guard(&self.poisoned).is_some() {
+                return Some(false);
+            }
             if slice.is_zero() {
-                return self.try_take().then_some(());
+                return self.try_take().then_some(true);
             }
             let st = guard(&self.state);
             let (mut st, _) =
                 self.cv.wait_timeout_while(st, slice, |s| s.0.is_some()).unwrap_or_else(|e| e.into_inner());
             if st.0.is_none() {
                 *st = (Some(me()), 1);
-                Some(())
+                Some(true)
             } else {
                 None
             }
         });
         match r {
-            Ok(()) => Ok(true),
+            Ok(true) => Ok(true),
+            Ok(false) => Err(self.poison_error(span).expect("poisoned above")),
             Err(Unwind::Error(e)) if e.kind == ErrorKind::Timeout => Ok(false),
             Err(e) => Err(e),
         }
@@ -388,32 +415,87 @@ pub static BUILTINS: &[(&str, Builtin)] = &[
 /// `lock x { body }`: hold a mutex, re-entrant lock, semaphore or condition for the block,
 /// and release it on every way out.
 pub fn with_lock(interp: &mut Interp, l: &Value, body: &Block, span: Span, target: Span) -> R<Value> {
+    hold(interp, l, target)?;
+    let r = interp.exec_block(body);
+    unhold(interp, l, span)?;
+    r
+}
+
+/// Take what `lock x { }` takes: a mutex, re-entrant lock, semaphore or condition's lock.
+pub fn hold(interp: &mut Interp, l: &Value, target: Span) -> R<()> {
+    if let Some(r) = l.downcast::<super::broker::Remote>() {
+        return r.hold(interp, target);
+    }
     if let Some(s) = l.downcast::<Semaphore>() {
         s.acquire(interp, None, target)?;
-        let r = interp.exec_block(body);
-        s.release();
-        interp.shared.tasks.bump();
-        return r;
+        return Ok(());
     }
-    let core = match (l.downcast::<Lock>(), l.downcast::<Condition>()) {
-        (Some(lock), _) => &lock.0,
-        (_, Some(c)) => &c.lock,
-        _ => {
-            return Err(RuntimeError::new(
-                ErrorKind::Type,
-                format!("`lock` needs a mutex, rlock, semaphore or condition, not {}", crate::builtins::a_type(l)),
-                target,
-            )
-            .with_label(format!("this is {}", crate::builtins::a_type(l)))
-            .with_help("make one with `mutex()`, `rlock()`, `semaphore(n)` or `condition()`")
-            .into())
-        }
-    };
-    core.acquire(interp, None, target, "lock")?;
-    let r = interp.exec_block(body);
-    core.release(span, "lock")?;
+    lock_core(l, target)?.acquire(interp, None, target, "lock")?;
+    Ok(())
+}
+
+/// Give back what [`hold`] took.
+pub fn unhold(interp: &mut Interp, l: &Value, span: Span) -> R<()> {
+    if let Some(r) = l.downcast::<super::broker::Remote>() {
+        return r.unhold(interp, span);
+    }
+    if let Some(s) = l.downcast::<Semaphore>() {
+        s.release();
+    } else {
+        lock_core(l, span)?.release(span, "lock")?;
+    }
     interp.shared.tasks.bump();
-    r
+    Ok(())
+}
+
+fn lock_core(l: &Value, target: Span) -> R<&LockCore> {
+    match (l.downcast::<Lock>(), l.downcast::<Condition>()) {
+        (Some(lock), _) => Ok(&lock.0),
+        (_, Some(c)) => Ok(&c.lock),
+        _ => Err(RuntimeError::new(
+            ErrorKind::Type,
+            format!("`lock` needs a mutex, rlock, semaphore or condition, not {}", crate::builtins::a_type(l)),
+            target,
+        )
+        .with_label(format!("this is {}", crate::builtins::a_type(l)))
+        .with_help("make one with `mutex()`, `rlock()`, `semaphore(n)` or `condition()`")
+        .into()),
+    }
+}
+
+/// What a process holding `l` must give back if it dies: its lock, or a semaphore permit.
+pub fn abandon(l: &Value, why: &str) {
+    if let Some(s) = l.downcast::<Semaphore>() {
+        s.release();
+    } else if let Some(core) = l.downcast::<Lock>().map(|x| &x.0).or_else(|| l.downcast::<Condition>().map(|c| &c.lock))
+    {
+        core.poison(why.to_string());
+    } else if let Some(c) = l.downcast::<Cell>() {
+        c.core.poison(why.to_string());
+    }
+}
+
+/// Which kind of shareable object `v` is, if it is one of these.
+pub fn kind_of(v: &Value) -> Option<SharedKind> {
+    Some(if let Some(l) = v.downcast::<Lock>() {
+        if l.0.reentrant {
+            SharedKind::RLock
+        } else {
+            SharedKind::Mutex
+        }
+    } else if v.downcast::<Semaphore>().is_some() {
+        SharedKind::Semaphore
+    } else if v.downcast::<Condition>().is_some() {
+        SharedKind::Condition
+    } else if v.downcast::<Event>().is_some() {
+        SharedKind::Event
+    } else if v.downcast::<Barrier>().is_some() {
+        SharedKind::Barrier
+    } else if v.downcast::<Cell>().is_some() {
+        SharedKind::Cell
+    } else {
+        return None;
+    })
 }
 
 pub fn method(interp: &mut Interp, v: &Value, name: &str, name_span: Span, a: &Args) -> Option<R<Value>> {

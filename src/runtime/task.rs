@@ -39,6 +39,12 @@ pub struct Task {
 pub trait TaskExtra: Send + Sync {
     fn field(&self, name: &str) -> Option<Value>;
     fn kill(&self, signal: i32) -> Result<(), String>;
+    /// A method without arguments (`h.is_alive()`, say).
+    fn method(&self, _name: &str) -> Option<Value> {
+        None
+    }
+    /// The process behind the task has ended.
+    fn exited(&self, _status: super::zygote::ExitStatus) {}
 }
 
 impl std::fmt::Debug for Task {

@@ -51,7 +51,7 @@ fn block<T>(
     let deadline = timeout.map(|t| Instant::now() + t);
     let registry = &interp.shared.tasks;
     let root = &*interp.task_name == "main";
-    let watch_deadlock = can_deadlock && timeout.is_none();
+    let watch_deadlock = can_deadlock && timeout.is_none() && !interp.external_waits;
     let _guard = watch_deadlock.then(|| registry.block(&interp.task_name, what, span, root, &interp.cancel));
     loop {
         interp.check_cancel(span)?;
@@ -112,8 +112,11 @@ pub fn task_failure(task: &Task, e: &Arc<RuntimeError>) -> RuntimeError {
     }
     let mut out = RuntimeError::new(e.kind, e.message.clone(), task.span)
         .with_label(format!("task {} started here failed", task.name))
-        .with_related(e.clone())
         .with_data(e.data.clone());
+    // A task that failed where it started (a process that died, say) has nothing to add.
+    if e.span != Some(task.span) || !e.related.is_empty() {
+        out = out.with_related(e.clone());
+    }
     out.help = e.help.clone();
     out
 }

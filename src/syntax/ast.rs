@@ -87,6 +87,9 @@ pub struct FnDef {
     pub uses_self: bool,
     /// The body compiled for the interpreter, built on the first call.
     pub code: std::sync::OnceLock<crate::compile::Code>,
+    /// Every global the body (nested closures and tasks included) names, with the first
+    /// place it does: what a process running this function must be sent. Built on demand.
+    pub global_refs: std::sync::OnceLock<Box<[(u32, Span)]>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 pub mod ast;
 mod parser;
 pub mod span;
+pub mod visit;
 
 pub use parser::{parse_program, ParseError, MAX_NESTING};
 pub use span::{SourceFile, SourceMap, Span};

@@ -198,6 +198,7 @@ impl Builder {
                     captures: vec![],
                     uses_self: false,
                     code: Default::default(),
+                    global_refs: Default::default(),
                 };
                 Stmt::Fn(Arc::new(def), name)
             }
@@ -306,6 +307,7 @@ impl Builder {
             captures: vec![],
             uses_self: false,
             code: Default::default(),
+            global_refs: Default::default(),
         }))
     }
 
@@ -443,6 +445,7 @@ impl Builder {
                     captures: vec![],
                     uses_self: false,
                     code: Default::default(),
+                    global_refs: Default::default(),
                 }))
             }
             Rule::spawn_expr => Expr::Spawn { body: self.task_body(kids(pair).next().unwrap(), "spawn", span)?, span },

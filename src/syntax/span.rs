@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 /// A byte range in one source file. Files are numbered by the [`SourceMap`] that loaded them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Span {
     pub file: u32,
     pub start: u32,

@@ -206,15 +206,25 @@ pub fn install_interrupt(engine: &Engine) -> Option<signal_hook::iterator::Handl
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).ok()?;
     let handle = signals.handle();
     let interrupt = engine.interrupt_handle();
+    conc::runtime::signal::cli_owns_interrupts();
     std::thread::Builder::new()
         .name("conc-signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
+            for sig in signals.forever() {
+                // A script's `on_signal` handler takes the signal instead.
+                if conc::runtime::signal::dispatch(sig) {
+                    continue;
+                }
                 if interrupt.is_interrupted() {
-                    conc::runtime::kill_all_children();
-                    std::process::exit(EXIT_INTERRUPTED as i32);
+                    conc::runtime::signal::exit_process(EXIT_INTERRUPTED as i32);
                 }
                 interrupt.interrupt();
+                // Cancelled tasks stop at once and processes get TERM, then KILL after a
+                // grace period; should anything still hold on, the exit is forced.
+                std::thread::spawn(|| {
+                    std::thread::sleep(std::time::Duration::from_secs(3));
+                    conc::runtime::signal::exit_process(EXIT_INTERRUPTED as i32);
+                });
             }
         })
         .ok()?;

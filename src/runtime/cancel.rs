@@ -63,8 +63,12 @@ pub fn stop_on_signals() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = STOP.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
     for sig in [SIGTERM, SIGINT] {
-        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
-        let _ = signal_hook::flag::register(sig, flag.clone());
+        let ids = [
+            signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone()),
+            signal_hook::flag::register(sig, flag.clone()),
+        ];
+        // A script's own `on_signal` handler replaces these.
+        ids.into_iter().flatten().for_each(|id| super::signal::default_action(sig, id));
     }
 }
 

@@ -9,9 +9,11 @@ pub mod fork;
 pub mod ipc;
 pub mod pool;
 pub mod portable;
+pub mod procpool;
 pub mod procs;
 pub mod registry;
 pub mod scope;
+pub mod signal;
 pub mod spawn;
 pub mod sync;
 pub mod task;
@@ -35,6 +37,7 @@ pub fn all_builtins() -> Vec<(&'static str, Builtin)> {
     all.extend_from_slice(sync::BUILTINS);
     all.push(("pipe", channel::make_pipe));
     all.extend_from_slice(command::BUILTINS);
+    all.extend_from_slice(signal::BUILTINS);
     all
 }
 
@@ -60,7 +63,7 @@ pub fn set_env_var(k: &str, v: &str) {
     std::env::set_var(k, v);
 }
 
-fn task_of(v: &Value) -> Option<Arc<Task>> {
+pub(crate) fn task_of(v: &Value) -> Option<Arc<Task>> {
     match v {
         Value::Object(o) => {
             let any: Arc<dyn std::any::Any + Send + Sync> = o.clone();

@@ -14,12 +14,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 /// What `with {…}` may say.
-struct Options {
-    workers: usize,
-    ordered: bool,
-    chunk: Option<usize>,
-    collect_errors: bool,
-    progress: bool,
+pub(super) struct Options {
+    pub workers: usize,
+    pub ordered: bool,
+    pub chunk: Option<usize>,
+    pub collect_errors: bool,
+    pub progress: bool,
+    /// Run the items in worker processes instead of threads.
+    pub processes: bool,
 }
 
 fn cpus() -> usize {
@@ -28,7 +30,14 @@ fn cpus() -> usize {
 
 impl Options {
     fn parse(v: &Value, span: Span) -> R<Options> {
-        let mut o = Options { workers: cpus(), ordered: true, chunk: None, collect_errors: false, progress: true };
+        let mut o = Options {
+            workers: cpus(),
+            ordered: true,
+            chunk: None,
+            collect_errors: false,
+            progress: true,
+            processes: false,
+        };
         let m =
             match v {
                 Value::Nil => return Ok(o),
@@ -57,14 +66,10 @@ impl Options {
                 ("errors", Value::Str(s)) if &**s == "collect" => o.collect_errors = true,
                 ("errors", Value::Str(s)) if &**s == "fail" => o.collect_errors = false,
                 ("backend", Value::Str(s)) if &**s == "threads" => {}
-                ("backend", Value::Str(s)) if &**s == "processes" => {
-                    return Err(RuntimeError::new(ErrorKind::Value, "the process backend for `pool map` is not available yet", span)
-                        .with_help("use the default thread backend: threads run in parallel in conc")
-                        .into())
-                }
+                ("backend", Value::Str(s)) if &**s == "processes" => o.processes = true,
                 (other, v) => {
                     return Err(RuntimeError::new(ErrorKind::Value, format!("unknown or invalid pool option `{other}: {}`", v.repr()), span)
-                        .with_help("options: workers (int), chunk (int), ordered (bool), errors (\"fail\" or \"collect\"), progress (bool), backend (\"threads\")")
+                        .with_help("options: workers (int), chunk (int), ordered (bool), errors (\"fail\" or \"collect\"), progress (bool), backend (\"threads\" or \"processes\")")
                         .into())
                 }
             }
@@ -82,7 +87,7 @@ fn positive(n: i64, what: &str, span: Span) -> R<usize> {
     Ok(n as usize)
 }
 
-type ItemResult = (usize, Result<Value, Box<RuntimeError>>);
+pub(super) type ItemResult = (usize, Result<Value, Box<RuntimeError>>);
 
 pub fn pool_map(interp: &mut Interp, f: Value, xs: Value, opts: Value, span: Span, fspan: Span) -> R<Value> {
     if !matches!(f, Value::Func(_) | Value::Builtin(_) | Value::Native(_)) {
@@ -106,6 +111,14 @@ pub fn pool_map(interp: &mut Interp, f: Value, xs: Value, opts: Value, span: Spa
     let n = items.len();
     if n == 0 {
         return Ok(Value::list(vec![]));
+    }
+    if opts.processes {
+        let bar = progress_bar(n, opts.progress);
+        let done = super::procpool::map(interp, &f, &items, &opts, span, bar.as_ref());
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        return finish(done?, &opts, span);
     }
     let workers = opts.workers.min(n);
     // Tiny tasks in chunks, so the queue is not the bottleneck; big items one at a time.
@@ -151,11 +164,15 @@ pub fn pool_map(interp: &mut Interp, f: Value, xs: Value, opts: Value, span: Spa
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let mut done = outcome?;
+    finish(outcome?, &opts, span)
+}
+
+/// Results in input order (or as they came), with the failures raised or collected.
+fn finish(mut done: Vec<ItemResult>, opts: &Options, span: Span) -> R<Value> {
     if opts.ordered {
         done.sort_by_key(|(i, _)| *i);
     }
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(done.len());
     for (i, r) in done {
         match r {
             Ok(v) => out.push(v),
@@ -240,7 +257,7 @@ fn collect(
 }
 
 /// The error for a failed item: the pool's span first, where it failed as related.
-fn item_failure(e: RuntimeError, index: usize, span: Span) -> RuntimeError {
+pub(super) fn item_failure(e: RuntimeError, index: usize, span: Span) -> RuntimeError {
     if e.kind == ErrorKind::Cancelled || matches!(e.kind, ErrorKind::Exit(_)) {
         return e;
     }

@@ -95,6 +95,13 @@ pub fn shutdown() {
     }
 }
 
+/// SIGKILL every forked child still running: the last resort of a hard exit.
+pub fn kill_all() {
+    for pid in live_pids() {
+        signal(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Every forked child still running, for Ctrl-C and for a hard exit.
 pub fn live_pids() -> Vec<i32> {
     match running() {
@@ -504,6 +511,10 @@ impl Watch {
 
     fn death(&self, status: ExitStatus) -> TaskResult {
         let span = self.span();
+        // `exit(0)` from a signal handler ends the process without an outcome, cleanly.
+        if status == ExitStatus::Code(0) {
+            return Ok(Value::Nil);
+        }
         if self.cancelled() && matches!(status, ExitStatus::Signal(9 | 15)) {
             return Err(Arc::new(super::cancel::cancelled_error(span)));
         }

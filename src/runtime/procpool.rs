@@ -1,0 +1,260 @@
+//! `pool map … with {backend: "processes"}`: the items run in worker processes forked by the
+//! process server. The function (with the globals it reaches) goes to each worker once;
+//! items go in chunks, one chunk per idle worker, and results come back per chunk.
+//!
+//! A worker that dies mid-map is noticed at once (its socket closes), named with the item it
+//! was running, and the others are stopped and reaped: unlike `multiprocessing.Pool`, a
+//! killed worker never hangs the map.
+
+use super::fork::{export_closure, reachable_globals};
+use super::ipc::{self, Reassembler};
+use super::pool::{ItemResult, Options};
+use super::portable::{decode, encode, Exporter, Importer, Wire};
+use super::procs::{self, Server, GRACE};
+use super::zygote::{ExitStatus, FromWorker, Job};
+use crate::error::{ErrorKind, RuntimeError};
+use crate::interp::{Interp, R};
+use crate::syntax::Span;
+use crate::value::Value;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The same layout as `zygote::ToWorker`, borrowing the items instead of copying them.
+#[derive(Serialize)]
+struct Batch<'a> {
+    first: u64,
+    items: &'a [Wire],
+}
+
+struct Worker {
+    pid: i32,
+    sock: UnixStream,
+    frames: Reassembler,
+    /// The chunk it is running: first item and count.
+    busy: Option<(usize, usize)>,
+}
+
+/// What every worker is started with.
+struct Plan {
+    job_func: Wire,
+    globals: Vec<(u32, Wire)>,
+}
+
+pub(super) fn map(
+    interp: &mut Interp,
+    f: &Value,
+    items: &[Value],
+    opts: &Options,
+    span: Span,
+    bar: Option<&indicatif::ProgressBar>,
+) -> R<Vec<ItemResult>> {
+    let plan = plan(interp, f, span)?;
+    let ex = Exporter { shared: &interp.shared };
+    let wires = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ex.value(v).map_err(|u| super::portable::unportable_error(&format!("item {i}"), u, span).into()))
+        .collect::<R<Vec<Wire>>>()?;
+    let n = items.len();
+    let workers = opts.workers.min(n);
+    let chunk = opts.chunk.unwrap_or_else(|| n.div_ceil(workers * 4).clamp(1, 2048));
+    let server = procs::server(span)?;
+    let mut pool = Pool { server, workers: Vec::new(), span };
+    let outcome = (|| {
+        for _ in 0..workers {
+            pool.add_worker(interp, &plan)?;
+        }
+        run(interp, &mut pool, &plan, &wires, chunk, opts, bar)
+    })();
+    pool.stop(interp, outcome.is_err());
+    outcome
+}
+
+fn plan(interp: &Interp, f: &Value, span: Span) -> R<Plan> {
+    let job_func = match f {
+        Value::Func(c) => export_closure(interp, c, span)?,
+        Value::Builtin(b) => Wire::Builtin(*b),
+        _ => {
+            return Err(RuntimeError::new(
+                ErrorKind::Type,
+                "a native function of the host cannot run in a process pool",
+                span,
+            )
+            .with_help("use the thread backend, or wrap the work in a conc function")
+            .into())
+        }
+    };
+    let globals = reachable_globals(interp, std::slice::from_ref(f))?;
+    Ok(Plan { job_func, globals })
+}
+
+struct Pool {
+    server: Arc<Server>,
+    workers: Vec<Worker>,
+    span: Span,
+}
+
+impl Pool {
+    fn add_worker(&mut self, interp: &Interp, plan: &Plan) -> R<()> {
+        let span = self.span;
+        interp.shared.admit_process(span)?;
+        let started = (|| {
+            let (mine, theirs) = ipc::pair()
+                .map_err(|e| RuntimeError::new(ErrorKind::Io, format!("cannot make a socket: {e}"), span))?;
+            let job = Job::Worker { func: plan.job_func.clone(), globals: plan.globals.clone() };
+            let pid = self.server.start(interp, "pool worker", span, job, theirs)?;
+            Ok((mine, pid))
+        })();
+        match started {
+            Ok((sock, pid)) => {
+                let _ = sock.set_nonblocking(true);
+                self.workers.push(Worker { pid, sock, frames: Reassembler::default(), busy: None });
+                Ok(())
+            }
+            Err(e) => {
+                interp.shared.release_process();
+                Err(e)
+            }
+        }
+    }
+
+    /// Close every worker's socket (a worker exits when it sees that) and reap them all; after
+    /// a failure they are told to stop first, and killed if they do not.
+    fn stop(&mut self, interp: &Interp, failed: bool) {
+        if failed {
+            self.workers.iter().for_each(|w| procs::signal(w.pid, nix::sys::signal::Signal::SIGTERM));
+        }
+        let pids: Vec<i32> = self.workers.drain(..).map(|w| w.pid).collect();
+        let deadline = Instant::now() + if failed { GRACE } else { Duration::from_secs(5) };
+        for pid in &pids {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.server.wait_status(*pid, left).is_none() {
+                procs::signal(*pid, nix::sys::signal::Signal::SIGKILL);
+                self.server.wait_status(*pid, Duration::from_secs(5));
+            }
+            interp.shared.release_process();
+        }
+    }
+}
+
+fn run(
+    interp: &mut Interp,
+    pool: &mut Pool,
+    plan: &Plan,
+    wires: &[Wire],
+    chunk: usize,
+    opts: &Options,
+    bar: Option<&indicatif::ProgressBar>,
+) -> R<Vec<ItemResult>> {
+    let n = wires.len();
+    let span = pool.span;
+    let mut todo: VecDeque<(usize, usize)> = (0..n).step_by(chunk).map(|s| (s, chunk.min(n - s))).collect();
+    let mut done: Vec<ItemResult> = Vec::with_capacity(n);
+    let im = Importer { shared: &interp.shared.clone() };
+    while done.len() < n {
+        interp.check_cancel(span)?;
+        for w in pool.workers.iter_mut().filter(|w| w.busy.is_none()) {
+            let Some((first, len)) = todo.pop_front() else { break };
+            w.busy = Some((first, len));
+            let batch = encode(&Batch { first: first as u64, items: &wires[first..first + len] });
+            // A worker that died is found by the read below; its chunk is then accounted for.
+            let _ = send_blocking(&w.sock, &batch);
+        }
+        let ready = poll_workers(&pool.workers);
+        let mut dead: Vec<usize> = Vec::new();
+        for k in ready {
+            let w = &mut pool.workers[k];
+            match read_results(w) {
+                Ok(batches) => {
+                    for b in batches {
+                        w.busy = None;
+                        for (j, r) in b.results.into_iter().enumerate() {
+                            let r = match r {
+                                Ok(v) => im.value(v).map_err(|e| Box::new(RuntimeError::new(ErrorKind::Task, e, span))),
+                                Err(e) => Err(Box::new(
+                                    im.error(e).unwrap_or_else(|m| RuntimeError::new(ErrorKind::Task, m, span)),
+                                )),
+                            };
+                            if let Some(bar) = bar {
+                                bar.inc(1);
+                            }
+                            let index = b.first as usize + j;
+                            match r {
+                                Err(e) if !opts.collect_errors => {
+                                    return Err(super::pool::item_failure(*e, index, span).into())
+                                }
+                                r => done.push((index, r)),
+                            }
+                        }
+                    }
+                }
+                Err(()) => dead.push(k),
+            }
+        }
+        for k in dead.into_iter().rev() {
+            let w = pool.workers.remove(k);
+            let status = pool.server.wait_status(w.pid, Duration::from_secs(1)).unwrap_or(ExitStatus::Signal(9));
+            interp.shared.release_process();
+            let (first, len) = w.busy.unwrap_or((0, 0));
+            let error = worker_died(w.pid, status, first, span);
+            if !opts.collect_errors {
+                return Err(error.into());
+            }
+            // Carrying on: the chunk's items fail, and a new worker takes the dead one's place.
+            for i in first..first + len {
+                done.push((i, Err(Box::new(error.clone()))));
+            }
+            pool.add_worker(interp, plan)?;
+        }
+    }
+    Ok(done)
+}
+
+fn worker_died(pid: i32, status: ExitStatus, item: usize, span: Span) -> RuntimeError {
+    RuntimeError::new(
+        ErrorKind::Task,
+        format!("worker pid {pid} {} while running item {item}", status.describe()),
+        span,
+    )
+    .with_label("in this pool")
+    .with_help("the other workers were stopped; pass `errors: \"collect\"` to carry on with a new worker")
+}
+
+/// Write a whole frame to a non-blocking socket, waiting while its buffer is full.
+fn send_blocking(sock: &UnixStream, payload: &[u8]) -> std::io::Result<()> {
+    sock.set_nonblocking(false)?;
+    let r = ipc::send(sock, payload, &[]);
+    sock.set_nonblocking(true)?;
+    r
+}
+
+/// Which workers have something to read (or have gone), waiting a slice at most.
+fn poll_workers(workers: &[Worker]) -> Vec<usize> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds: Vec<PollFd> = workers.iter().map(|w| PollFd::new(w.sock.as_fd(), PollFlags::POLLIN)).collect();
+    if poll(&mut fds, PollTimeout::from(20u16)).is_err() {
+        return Vec::new();
+    }
+    fds.iter().enumerate().filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty())).map(|(i, _)| i).collect()
+}
+
+/// The result batches that have arrived; `Err` when the worker is gone.
+fn read_results(w: &mut Worker) -> Result<Vec<FromWorker>, ()> {
+    let mut out = Vec::new();
+    loop {
+        match w.frames.fill(&w.sock) {
+            Ok(true) => {
+                while let Some(frame) = w.frames.next_frame() {
+                    out.push(decode::<FromWorker>(frame).map_err(|_| ())?);
+                }
+            }
+            Ok(false) => return if out.is_empty() { Err(()) } else { Ok(out) },
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(out),
+            Err(_) => return Err(()),
+        }
+    }
+}

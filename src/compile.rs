@@ -607,6 +607,17 @@ fn expr_inner(e: &Expr) -> Ev {
                 runtime::pool::pool_map(it, f, xs, opts, span, func_span)
             })
         }
+        Expr::PoolNew { options, span } => {
+            let span = *span;
+            let options = options.as_deref().map(expr);
+            Box::new(move |it, cx| {
+                let opts = match &options {
+                    Some(o) => o(it, cx)?,
+                    None => Value::Nil,
+                };
+                runtime::workpool::new_pool(it, opts, span)
+            })
+        }
         Expr::Select { arms, span } => {
             let (arms, span) = (arms.clone(), *span);
             Box::new(move |it, _| runtime::channel::select(it, &arms, span))

@@ -585,6 +585,13 @@ impl Interp {
                 };
                 runtime::pool::pool_map(self, f, xs, opts, *span, func.span())
             }
+            Expr::PoolNew { options, span } => {
+                let opts = match options {
+                    Some(o) => self.eval(o)?,
+                    None => Value::Nil,
+                };
+                runtime::workpool::new_pool(self, opts, *span)
+            }
             Expr::Select { arms, span } => runtime::channel::select(self, arms, *span),
         }
     }

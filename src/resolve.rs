@@ -431,6 +431,11 @@ impl Resolver<'_> {
                 self.block(body);
             }
             Expr::Scope { body, .. } => self.block(body),
+            Expr::PoolNew { options, .. } => {
+                if let Some(o) = options {
+                    self.expr(o);
+                }
+            }
             Expr::PoolMap { func, items, options, .. } => {
                 self.expr(func);
                 self.expr(items);

@@ -18,6 +18,7 @@ pub mod spawn;
 pub mod sync;
 pub mod task;
 pub mod wait;
+pub mod workpool;
 pub mod zygote;
 
 use crate::builtins::Args;
@@ -116,6 +117,9 @@ pub fn object_method(interp: &mut Interp, v: &Value, name: &str, name_span: Span
         return r;
     }
     if let Some(r) = sync::method(interp, v, name, name_span, &a) {
+        return r;
+    }
+    if let Some(r) = workpool::method(interp, v, name, name_span, &a) {
         return r;
     }
     if let Some(r) = command::method(interp, v, name, name_span, &a) {

@@ -29,7 +29,7 @@ fn cpus() -> usize {
 }
 
 impl Options {
-    fn parse(v: &Value, span: Span) -> R<Options> {
+    pub(super) fn parse(v: &Value, span: Span) -> R<Options> {
         let mut o = Options {
             workers: cpus(),
             ordered: true,

@@ -23,11 +23,11 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The same layout as `zygote::ToWorker`, borrowing the items instead of copying them.
+/// The same encoding as `zygote::ToWorker::Batch` (its first variant), borrowing the items
+/// instead of copying them.
 #[derive(Serialize)]
-struct Batch<'a> {
-    first: u64,
-    items: &'a [Wire],
+enum BatchRef<'a> {
+    Batch { first: u64, items: &'a [Wire] },
 }
 
 struct Worker {
@@ -160,7 +160,7 @@ fn run(
         for w in pool.workers.iter_mut().filter(|w| w.busy.is_none()) {
             let Some((first, len)) = todo.pop_front() else { break };
             w.busy = Some((first, len));
-            let batch = encode(&Batch { first: first as u64, items: &wires[first..first + len] });
+            let batch = encode(&BatchRef::Batch { first: first as u64, items: &wires[first..first + len] });
             // A worker that died is found by the read below; its chunk is then accounted for.
             let _ = send_blocking(&w.sock, &batch);
         }
@@ -171,8 +171,9 @@ fn run(
             match read_results(w) {
                 Ok(batches) => {
                     for b in batches {
+                        let FromWorker::Batch { first: b_first, results } = b else { continue };
                         w.busy = None;
-                        for (j, r) in b.results.into_iter().enumerate() {
+                        for (j, r) in results.into_iter().enumerate() {
                             let r = match r {
                                 Ok(v) => im.value(v).map_err(|e| Box::new(RuntimeError::new(ErrorKind::Task, e, span))),
                                 Err(e) => Err(Box::new(
@@ -182,7 +183,7 @@ fn run(
                             if let Some(bar) = bar {
                                 bar.inc(1);
                             }
-                            let index = b.first as usize + j;
+                            let index = b_first as usize + j;
                             match r {
                                 Err(e) if !opts.collect_errors => {
                                     return Err(super::pool::item_failure(*e, index, span).into())

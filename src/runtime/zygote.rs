@@ -57,7 +57,7 @@ pub enum ToServer {
 pub enum Job {
     /// Call `func` once and send its [`Outcome`].
     Call { func: Wire, globals: Vec<(u32, Wire)> },
-    /// Call `func` on each item of each [`ToWorker`] batch until the socket closes.
+    /// Serve [`ToWorker`] requests until the socket closes; batches run `func`.
     Worker { func: Wire, globals: Vec<(u32, Wire)> },
 }
 
@@ -97,16 +97,19 @@ pub enum Outcome {
     Exit(i32),
 }
 
+/// Work for a pool worker process.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct ToWorker {
-    pub first: u64,
-    pub items: Vec<Wire>,
+pub enum ToWorker {
+    /// Run the worker's own function on each item (`pool map`).
+    Batch { first: u64, items: Vec<Wire> },
+    /// Run any function (`p.submit(f, args…)`), after setting the globals it reaches.
+    Call { id: u64, func: Wire, args: Vec<Wire>, globals: Vec<(u32, Wire)> },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-pub struct FromWorker {
-    pub first: u64,
-    pub results: Vec<Result<Wire, WireError>>,
+pub enum FromWorker {
+    Batch { first: u64, results: Vec<Result<Wire, WireError>> },
+    Called { id: u64, result: Result<Wire, WireError> },
 }
 
 /// In a process the server forked: the address to reach the server at for nested forks.
@@ -654,24 +657,45 @@ fn work_loop(interp: &mut Interp, func: &Value, span: Span, sock: UnixStream) ->
             Ok(Some(_)) => {}
             _ => return 0,
         }
-        let Ok(batch) = decode::<ToWorker>(&buf) else { return 1 };
-        let mut results = Vec::with_capacity(batch.items.len());
+        let Ok(work) = decode::<ToWorker>(&buf) else { return 1 };
         let im = Importer { shared: &shared };
         let ex = Exporter { shared: &shared };
-        for item in batch.items {
-            let r = match im.value(item) {
-                Ok(v) => call_once(interp, func, vec![v], span),
-                Err(e) => Err(Arc::new(RuntimeError::new(ErrorKind::Task, e, span))),
-            };
-            results.push(match r {
-                Ok(v) => ex.value(&v).map_err(|u| {
-                    plain(&shared, &super::portable::unportable_error("the value this item returned", u, span))
-                }),
-                Err(e) => Err(ex.error(&e).unwrap_or_else(|_| plain(&shared, &e))),
-            });
-        }
+        let wire = |r: Result<Value, Arc<RuntimeError>>| match r {
+            Ok(v) => ex.value(&v).map_err(|u| {
+                plain(&shared, &super::portable::unportable_error("the value this task returned", u, span))
+            }),
+            Err(e) => Err(ex.error(&e).unwrap_or_else(|_| plain(&shared, &e))),
+        };
+        let import_err = |e: String| Arc::new(RuntimeError::new(ErrorKind::Task, e, span));
+        let reply = match work {
+            ToWorker::Batch { first, items } => {
+                let results = items
+                    .into_iter()
+                    .map(|item| match im.value(item) {
+                        Ok(v) => wire(call_once(interp, func, vec![v], span)),
+                        Err(e) => wire(Err(import_err(e))),
+                    })
+                    .collect();
+                FromWorker::Batch { first, results }
+            }
+            ToWorker::Call { id, func, args, globals } => {
+                let setup = (|| -> Result<(Value, Vec<Value>), String> {
+                    for (slot, w) in globals {
+                        interp.ensure_globals(slot as usize + 1);
+                        interp.globals[slot as usize] = im.value(w)?;
+                    }
+                    let args = args.into_iter().map(|a| im.value(a)).collect::<Result<_, _>>()?;
+                    Ok((im.value(func)?, args))
+                })();
+                let result = match setup {
+                    Ok((f, args)) => wire(call_once(interp, &f, args, span)),
+                    Err(e) => wire(Err(import_err(e))),
+                };
+                FromWorker::Called { id, result }
+            }
+        };
         super::broker::flush_all();
-        if send_frame(&sock, &encode(&FromWorker { first: batch.first, results })).is_err() {
+        if send_frame(&sock, &encode(&reply)).is_err() {
             return 0;
         }
     }

@@ -173,6 +173,7 @@ pub enum Expr {
     Lock { target: Box<Expr>, body: Box<Block>, span: Span },
     Scope { body: Box<Block>, span: Span },
     PoolMap { func: Box<Expr>, items: Box<Expr>, options: Option<Box<Expr>>, span: Span },
+    PoolNew { options: Option<Box<Expr>>, span: Span },
     Select { arms: Vec<SelectArm>, span: Span },
 }
 
@@ -205,6 +206,7 @@ impl Expr {
             | Expr::Lock { span, .. }
             | Expr::Scope { span, .. }
             | Expr::PoolMap { span, .. }
+            | Expr::PoolNew { span, .. }
             | Expr::Select { span, .. } => *span,
         }
     }

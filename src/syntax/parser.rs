@@ -472,6 +472,10 @@ impl Builder {
                 let options = inner.next().map(|p| self.expr(p)).transpose()?.map(Box::new);
                 Expr::PoolMap { func: Box::new(func), items: Box::new(items), options, span }
             }
+            Rule::pool_new => {
+                let options = kids(pair).next().map(|p| self.expr(p)).transpose()?.map(Box::new);
+                Expr::PoolNew { options, span }
+            }
             Rule::select_expr => {
                 let arms = kids(pair).map(|arm| self.select_arm(arm)).collect::<PResult<Vec<_>>>()?;
                 Expr::Select { arms, span }
@@ -604,7 +608,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
         k_default => "`default`",
         expr | primary | prefix | int | float | string | raw_string | true_lit | false_lit | nil_lit | list | map
         | paren | if_expr | try_expr | fn_expr | spawn_expr | fork_expr | wait_expr | lock_expr | scope_expr
-        | pool_expr | select_expr | not_op | neg => "an expression",
+        | pool_expr | pool_new | select_expr | not_op | neg => "an expression",
         ident => "a name",
         member | field_name => "a field or method name",
         block => "a block `{ … }`",

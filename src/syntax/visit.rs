@@ -206,6 +206,11 @@ impl<V: Visitor> Walker<'_, V> {
                     self.expr(o);
                 }
             }
+            Expr::PoolNew { options, .. } => {
+                if let Some(o) = options {
+                    self.expr(o);
+                }
+            }
             Expr::Select { arms, .. } => {
                 for arm in arms {
                     match arm {

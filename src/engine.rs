@@ -248,6 +248,25 @@ impl Shared {
         self.threads.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Count the `n` processes of a new pipeline against the subprocess limit.
+    pub fn admit_subprocesses(&self, n: usize, span: Span) -> Result<(), Unwind> {
+        self.settings.require_subprocess(span)?;
+        let total = self.subprocesses.fetch_add(n, Ordering::SeqCst) + n;
+        if let Some(max) = self.settings.limits.max_subprocesses {
+            if total > max {
+                self.subprocesses.fetch_sub(n, Ordering::SeqCst);
+                return Err(RuntimeError::new(ErrorKind::Limit, format!("subprocess limit of {max} reached"), span)
+                    .with_label("starting this command would pass it")
+                    .into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn release_subprocesses(&self, n: usize) {
+        self.subprocesses.fetch_sub(n, Ordering::SeqCst);
+    }
+
     /// `file:line:col` for a span, for messages that cannot carry a snippet.
     pub fn describe_span(&self, span: Span) -> String {
         let sources = self.sources.read().unwrap_or_else(|e| e.into_inner());
@@ -469,6 +488,7 @@ impl Engine {
             tasks: Default::default(),
             sources: RwLock::new(SourceMap::default()),
             threads: AtomicUsize::new(0),
+            subprocesses: AtomicUsize::new(0),
             started: Instant::now(),
         });
         shared.tasks.enter();

@@ -11,7 +11,7 @@ use crate::interp::{Shared, Unwind, R};
 use crate::runtime::cancel::SLICE;
 use crate::runtime::channel::Channel;
 use crate::value::Value;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use std::fs::File;
 use std::io::{IsTerminal, Write};
@@ -20,6 +20,22 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Descriptors this process inherited without close-on-exec (a harness's or a build tool's)
+/// would leak into every command; mark them once, before the first command starts. conc's
+/// own descriptors are close-on-exec from the start.
+fn close_inherited_on_exec() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<i32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).filter(|fd| *fd > 2).collect();
+    for fd in fds {
+        if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFD) {
+            let flags = FdFlag::from_bits_truncate(flags);
+            if !flags.contains(FdFlag::FD_CLOEXEC) {
+                let _ = fcntl(fd, FcntlArg::F_SETFD(flags | FdFlag::FD_CLOEXEC));
+            }
+        }
+    }
+}
 
 /// One end of a child's standard stream, before it is handed to the child.
 enum End {
@@ -62,6 +78,8 @@ fn nonblocking(fd: OwnedFd) -> std::io::Result<File> {
 pub fn launch(shared: &Arc<Shared>, plan: Plan, lines: bool) -> R<Running> {
     let n = plan.stages.len();
     shared.admit_subprocesses(n, plan.span)?;
+    static INHERITED: std::sync::Once = std::sync::Once::new();
+    INHERITED.call_once(close_inherited_on_exec);
     let mut run = Running::new(plan, Arc::new(Procs::default()), shared.clone());
     match start_all(&mut run, lines) {
         Ok(()) => Ok(run),

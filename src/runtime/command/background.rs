@@ -37,8 +37,7 @@ impl TaskExtra for CommandTask {
     }
 }
 
-pub fn start(it: &mut Interp, node: &Node) -> R<Value> {
-    let span = node.span();
+pub fn start(it: &mut Interp, node: &Node, span: crate::syntax::Span) -> R<Value> {
     let plan = Plan::new(node, span);
     let line = plan.line.clone();
     let running = super::spawn::launch(&it.shared, plan, false)?;

@@ -42,8 +42,8 @@ enum Next {
 }
 
 impl LineStream {
-    pub fn start(it: &mut Interp, node: &Node) -> R<Value> {
-        let plan = Plan::new(node, node.span());
+    pub fn start(it: &mut Interp, node: &Node, span: Span) -> R<Value> {
+        let plan = Plan::new(node, span);
         let line = plan.line.clone();
         let running = super::spawn::launch(&it.shared, plan, true)?;
         Ok(Value::object(LineStream { line, running: Mutex::new(Some(running)) }))

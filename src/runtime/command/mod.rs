@@ -33,15 +33,15 @@ type Builtin = fn(&mut Interp, Args) -> R<Value>;
 pub static BUILTINS: &[(&str, Builtin)] = &[
     ("run", |it, a| {
         let node = node_from_args(it, &a, Form::Argv, "run")?;
-        run_node(it, &node)
+        run_node(it, &node, a.call)
     }),
     ("sh", |it, a| {
         let node = node_from_args(it, &a, Form::Shell, "sh")?;
-        run_node(it, &node)
+        run_node(it, &node, a.call)
     }),
     ("start", |it, a| {
         let node = node_from_args(it, &a, Form::Argv, "start")?;
-        background::start(it, &node)
+        background::start(it, &node, a.call)
     }),
     ("cmd", |it, a| Ok(Value::object(Command(node_from_args(it, &a, Form::Argv, "cmd")?)))),
     ("exec", b_exec),
@@ -148,8 +148,8 @@ pub fn eval_pipe<E>(
     let tree = tree.expect("a pipe has two sides");
     match verb {
         None => Ok(Value::object(Command(tree))),
-        Some((Verb::Run, _)) => run_node(it, &tree),
-        Some((Verb::Start, _)) => background::start(it, &tree),
+        Some((Verb::Run, _)) => run_node(it, &tree, span),
+        Some((Verb::Start, _)) => background::start(it, &tree, span),
     }
 }
 
@@ -177,8 +177,8 @@ pub fn pipe(_interp: &mut Interp, l: Value, r: Value, span: Span, ls: Span, rs: 
 }
 
 /// Run a command and wait for it: its result, or its failure as an error.
-fn run_node(it: &mut Interp, node: &Node) -> R<Value> {
-    let plan = Plan::new(node, node.span());
+fn run_node(it: &mut Interp, node: &Node, span: Span) -> R<Value> {
+    let plan = Plan::new(node, span);
     let mut running = spawn::launch(&it.shared, plan, false)?;
     wait_for(it, &mut running)?;
     match running.outcome() {
@@ -262,7 +262,7 @@ pub fn method(interp: &mut Interp, v: &Value, name: &str, span: Span, a: &Args) 
             let opts = parse_opts(interp, &a.vals[0], a.span(0))?;
             Ok(Value::object(Command(c.0.with(&opts))))
         }),
-        "lines" => a.expect("lines", 0, 0).and_then(|_| LineStream::start(interp, &c.0)),
+        "lines" => a.expect("lines", 0, 0).and_then(|_| LineStream::start(interp, &c.0, a.call)),
         _ => Err(RuntimeError::new(ErrorKind::Type, format!("a command has no method `{name}`"), span)
             .with_label("unknown method")
             .with_help("commands have `with(options)`, `lines()` and the fields `cmd` and `argv`; run one with `run(c)` or `start(c)`")

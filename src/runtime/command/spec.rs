@@ -127,13 +127,6 @@ impl Node {
             Node::Pipe(p) => format!("{} | {}", p.left.line(), p.right.line()),
         }
     }
-
-    pub fn span(&self) -> Span {
-        match self {
-            Node::Leaf(l) => l.call,
-            Node::Pipe(p) => p.span,
-        }
-    }
 }
 
 fn leaf_line(l: &Leaf) -> String {

@@ -83,6 +83,7 @@ fn an_interrupt_stops_a_running_command_and_reaps_it() {
     assert_eq!(err.kind(), ErrorKind::Cancelled);
     let pid = host.join().unwrap();
     // Reaped: the pid is no longer our child.
-    let gone = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    let gone =
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
     assert_eq!(gone, Err(nix::errno::Errno::ECHILD));
 }

@@ -124,7 +124,13 @@ fn unclosed_nesting_parses_in_linear_time() {
 fn command_failures() {
     check("run(\"conc-no-such-tool\", \"x\")", ErrorKind::Command, "command not found: conc-no-such-tool", 1, 5);
     check("let x = 1\nrun(\"false\")", ErrorKind::Command, "`false` exited with status 1", 2, 1);
-    check("run(\"true\") | run(\"sh\", \"-c\", \"exit 3\")", ErrorKind::Command, "(stage 2 of 2) exited with status 3", 1, 15);
+    check(
+        "run(\"true\") | run(\"sh\", \"-c\", \"exit 3\")",
+        ErrorKind::Command,
+        "(stage 2 of 2) exited with status 3",
+        1,
+        15,
+    );
     check("run(\"sleep\", \"5\", {timeout: 0.05})", ErrorKind::Timeout, "`sleep 5` timed out after 50ms", 1, 1);
     check("run(\"echo\", {bogus: 1})", ErrorKind::Value, "unknown command option `bogus`", 1, 13);
     check("run(\"echo\", {stdout: 3})", ErrorKind::Value, "option `stdout` must be", 1, 13);

@@ -101,9 +101,12 @@ fn collect_leaves<'a>(e: &'a Expr, out: &mut Vec<PipeLeaf<&'a Expr>>) {
                 _ => None,
             };
             match verb {
-                Some((verb, form)) => {
-                    out.push(PipeLeaf::Call { verb, form, args: args.iter().map(|a| (a, a.span())).collect(), call: *span })
-                }
+                Some((verb, form)) => out.push(PipeLeaf::Call {
+                    verb,
+                    form,
+                    args: args.iter().map(|a| (a, a.span())).collect(),
+                    call: *span,
+                }),
                 None => out.push(PipeLeaf::Value { expr: e, span: e.span() }),
             }
         }
@@ -132,7 +135,13 @@ pub fn eval_pipe<E>(
                     Some((first, _)) if first != *v => return Err(mixed_verbs(*call)),
                     _ => verb = Some((*v, *call)),
                 }
-                let what = if *form == Form::Shell { "sh" } else if *v == Verb::Start { "start" } else { "run" };
+                let what = if *form == Form::Shell {
+                    "sh"
+                } else if *v == Verb::Start {
+                    "start"
+                } else {
+                    "run"
+                };
                 node_from_args(it, &a, *form, what)?
             }
             PipeLeaf::Value { expr, span } => {
@@ -165,7 +174,9 @@ fn command_of(v: &Value, span: Span) -> R<Node> {
         Some(c) => Ok(c.0.clone()),
         None => Err(RuntimeError::new(ErrorKind::Type, format!("`|` connects commands, not {}", a_type(v)), span)
             .with_label(format!("this is {}", a_type(v)))
-            .with_help("`|` connects commands: `run(\"ls\") | run(\"wc\", \"-l\")`, or command values made with `cmd(…)`")
+            .with_help(
+                "`|` connects commands: `run(\"ls\") | run(\"wc\", \"-l\")`, or command values made with `cmd(…)`",
+            )
             .into()),
     }
 }
@@ -225,9 +236,13 @@ fn b_exec(it: &mut Interp, a: Args) -> R<Value> {
     it.shared.settings.require_exec(a.call)?;
     let node = node_from_args(it, &a, Form::Argv, "exec")?;
     let Node::Leaf(leaf) = &node else {
-        return Err(RuntimeError::new(ErrorKind::Value, "`exec` replaces conc with one program, not a pipeline", a.call)
-            .with_label("a pipeline")
-            .into());
+        return Err(RuntimeError::new(
+            ErrorKind::Value,
+            "`exec` replaces conc with one program, not a pipeline",
+            a.call,
+        )
+        .with_label("a pipeline")
+        .into());
     };
     let o = &leaf.opts;
     if o.stdin.is_some() || o.stdout.is_some() || o.stderr.is_some() || o.timeout.is_some() {

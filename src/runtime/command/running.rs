@@ -116,7 +116,10 @@ pub enum Dest {
     Capture(Vec<u8>),
     /// conc's own stdout or stderr when it is not a file descriptor (an embedder's buffer):
     /// written as text, a split UTF-8 sequence kept back for the next read.
-    Sink { to_stderr: bool, pending: Vec<u8> },
+    Sink {
+        to_stderr: bool,
+        pending: Vec<u8>,
+    },
     /// The stdout a script reads line by line, into [`Running::lines`].
     Lines,
 }
@@ -193,8 +196,15 @@ pub struct Running {
     pub started: Instant,
     pub lines: LineBuf,
     finished: Option<Instant>,
-    /// Captured (stdout, stderr) by stage, once the streams are closed.
-    captured: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    /// Captured output by stage, once the streams are closed.
+    captured: Vec<Captured>,
+}
+
+/// One stage's captured stdout and stderr; `None` where a stream was not captured.
+#[derive(Default)]
+struct Captured {
+    stdout: Option<Vec<u8>>,
+    stderr: Option<Vec<u8>>,
 }
 
 enum Event {
@@ -217,7 +227,7 @@ impl Running {
             started: Instant::now(),
             lines: LineBuf::default(),
             finished: None,
-            captured: (0..n).map(|_| (None, None)).collect(),
+            captured: (0..n).map(|_| Captured::default()).collect(),
         }
     }
 
@@ -380,7 +390,7 @@ impl Running {
         for s in std::mem::take(&mut self.streams) {
             if let Dest::Capture(buf) = s.dest {
                 let slot = &mut self.captured[s.stage];
-                let target = if s.is_stderr { &mut slot.1 } else { &mut slot.0 };
+                let target = if s.is_stderr { &mut slot.stderr } else { &mut slot.stdout };
                 target.get_or_insert_with(Vec::new).extend_from_slice(&buf);
             }
         }
@@ -486,21 +496,21 @@ impl Running {
         let n = status.len();
         let decider = self.deciding_stage(&status);
         let shown = decider.map_or(status[n - 1], |i| status[i]);
-        let stderr: Option<Vec<u8>> = self.captured.iter().filter_map(|c| c.1.clone()).reduce(|mut a, b| {
+        let stderr: Option<Vec<u8>> = self.captured.iter().filter_map(|c| c.stderr.clone()).reduce(|mut a, b| {
             a.extend_from_slice(&b);
             a
         });
         let duration = self.finished.unwrap_or_else(Instant::now) - self.started;
         let mut fields = vec![("cmd", Value::str(&self.plan.line))];
         fields.extend(status_fields(shown));
-        fields.push(("stdout", self.text(self.captured[n - 1].0.as_ref())));
+        fields.push(("stdout", self.text(self.captured[n - 1].stdout.as_ref())));
         fields.push(("stderr", self.text(stderr.as_ref())));
         fields.push(("duration", Value::Float(duration.as_secs_f64())));
         if n > 1 {
             let stages = (0..n).map(|i| {
                 let mut f = vec![("cmd", Value::str(&self.plan.stages[i].line))];
                 f.extend(status_fields(status[i]));
-                f.push(("stderr", self.text(self.captured[i].1.as_ref())));
+                f.push(("stderr", self.text(self.captured[i].stderr.as_ref())));
                 Value::map(f)
             });
             fields.push(("stages", Value::list(stages.collect())));
@@ -515,7 +525,7 @@ impl Running {
         let stage = &self.plan.stages[i];
         let which = if n > 1 { format!(" (stage {} of {n})", i + 1) } else { String::new() };
         let mut help = String::new();
-        if let Some(tail) = self.captured[i].1.as_deref().and_then(tail_of) {
+        if let Some(tail) = self.captured[i].stderr.as_deref().and_then(tail_of) {
             help.push_str(&format!("its stderr ended with:\n{tail}\n"));
         }
         help.push_str("pass `unchecked: true` in its options to get the result instead of an error");
@@ -529,7 +539,9 @@ impl Running {
 fn status_fields(s: Status) -> [(&'static str, Value); 3] {
     match s {
         Status::Code(c) => [("code", Value::Int(c as i64)), ("signal", Value::Nil), ("ok", Value::Bool(c == 0))],
-        Status::Signal(sig) => [("code", Value::Nil), ("signal", Value::str(signal_name(sig))), ("ok", Value::Bool(false))],
+        Status::Signal(sig) => {
+            [("code", Value::Nil), ("signal", Value::str(signal_name(sig))), ("ok", Value::Bool(false))]
+        }
     }
 }
 

@@ -4,9 +4,9 @@
 
 use super::running::{Dest, Feed, Feeder, Procs, Running, Stream};
 use super::spec::{Input, Output, Plan, Stage};
+use crate::builtins::io_error;
 use crate::engine::Sink;
 use crate::error::{ErrorKind, RuntimeError};
-use crate::builtins::io_error;
 use crate::interp::{Shared, Unwind, R};
 use crate::runtime::cancel::SLICE;
 use crate::runtime::channel::Channel;
@@ -236,8 +236,12 @@ fn out_end(
             let sink = if is_stderr { &shared.output.stderr } else { &shared.output.stdout };
             match (sink, is_stderr) {
                 (Sink::Stdout, false) | (Sink::Stderr, true) => End::Inherit,
-                (Sink::Stdout, true) => End::Fd(std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| io_fail(&e, st))?),
-                (Sink::Stderr, false) => End::Fd(std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| io_fail(&e, st))?),
+                (Sink::Stdout, true) => {
+                    End::Fd(std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| io_fail(&e, st))?)
+                }
+                (Sink::Stderr, false) => {
+                    End::Fd(std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| io_fail(&e, st))?)
+                }
                 // An embedder's buffer or callback has no descriptor: conc pumps into it.
                 _ => read_end(Dest::Sink { to_stderr: is_stderr, pending: Vec::new() })?,
             }

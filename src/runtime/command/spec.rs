@@ -31,7 +31,10 @@ pub enum Output {
     Capture,
     Inherit,
     Null,
-    File { path: String, append: bool },
+    File {
+        path: String,
+        append: bool,
+    },
     /// The next stage's stdin.
     Pipe,
     /// For stderr: wherever the same stage's stdout goes.
@@ -139,7 +142,9 @@ fn leaf_line(l: &Leaf) -> String {
 }
 
 fn quote_all<'a>(args: impl Iterator<Item = &'a String>) -> String {
-    args.map(|a| shlex::try_quote(a).map_or_else(|_| format!("{a:?}"), |q| q.into_owned())).collect::<Vec<_>>().join(" ")
+    args.map(|a| shlex::try_quote(a).map_or_else(|_| format!("{a:?}"), |q| q.into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A command value: what `cmd(...)` returns and what `|` joins.
@@ -307,13 +312,11 @@ fn push_words(argv: &mut Vec<String>, v: &Value, span: Span) -> R<()> {
             }
             Ok(())
         }
-        Value::Str(s) if s.contains('\0') => Err(RuntimeError::new(
-            ErrorKind::Value,
-            "a command argument cannot contain a NUL byte",
-            span,
-        )
-        .with_label("this argument has a \\0 in it")
-        .into()),
+        Value::Str(s) if s.contains('\0') => {
+            Err(RuntimeError::new(ErrorKind::Value, "a command argument cannot contain a NUL byte", span)
+                .with_label("this argument has a \\0 in it")
+                .into())
+        }
         Value::Str(s) => {
             argv.push(s.to_string());
             Ok(())
@@ -336,7 +339,8 @@ fn arg_type_error(what: &str, v: &Value, span: Span) -> Unwind {
         .into()
 }
 
-const OPTIONS: &[&str] = &["input", "stdin", "stdout", "stderr", "env", "clear_env", "cwd", "timeout", "unchecked", "binary"];
+const OPTIONS: &[&str] =
+    &["input", "stdin", "stdout", "stderr", "env", "clear_env", "cwd", "timeout", "unchecked", "binary"];
 
 /// Read a map of options such as `{cwd: "build", timeout: 5, stdout: "inherit"}`.
 pub fn parse_opts(it: &Interp, v: &Value, span: Span) -> R<Opts> {

@@ -3,7 +3,7 @@
 //! once, in the script's thread, so a missing program is an error at the call; a thread
 //! then drives the command to its end.
 
-use super::running::{Procs, Running};
+use super::running::{signal_name, Procs, Running, Status};
 use super::spec::{Node, Plan};
 use crate::error::{ErrorKind, RuntimeError};
 use crate::interp::{Interp, R};
@@ -14,7 +14,8 @@ use nix::sys::signal::Signal;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What a command task's handle adds: its pids, its command line, and `kill`.
+/// What a command task's handle adds: its pids, its command line, its status once it has
+/// one, and `kill`.
 struct CommandTask {
     procs: Arc<Procs>,
     line: String,
@@ -27,6 +28,15 @@ impl TaskExtra for CommandTask {
             "pid" => p.pids.first().map_or(Value::Nil, |pid| Value::Int(*pid as i64)),
             "pids" => Value::list(p.pids.iter().map(|pid| Value::Int(*pid as i64)).collect()),
             "cmd" => Value::str(&self.line),
+            // The last stage's status, once it has exited.
+            "code" => match p.status.last().copied().flatten() {
+                Some(Status::Code(c)) => Value::Int(c as i64),
+                _ => Value::Nil,
+            },
+            "signal" => match p.status.last().copied().flatten() {
+                Some(Status::Signal(s)) => Value::str(signal_name(s)),
+                _ => Value::Nil,
+            },
             _ => return None,
         })
     }
@@ -52,7 +62,9 @@ pub fn start(it: &mut Interp, node: &Node, span: crate::syntax::Span) -> R<Value
     shared.tasks.enter();
     let t = task.clone();
     let driven = std::thread::Builder::new().name("conc:command".into()).spawn(move || {
-        let result = drive(running, &t.cancel);
+        // A panic must still finish the task, or whoever waits for it would wait forever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drive(running, &t.cancel)))
+            .unwrap_or_else(|panic| Err(Arc::new(crate::runtime::spawn::panic_error(panic, span))));
         t.finish(result);
         shared.tasks.leave();
     });

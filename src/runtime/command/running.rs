@@ -146,32 +146,41 @@ pub struct Feeder {
     pub handle: JoinHandle<()>,
 }
 
-/// Output waiting to be read a line at a time.
+/// Output waiting to be read a line at a time. Where the next `\n` is, is kept, so each
+/// byte is searched once however the output is split into reads.
 #[derive(Default)]
 pub struct LineBuf {
     buf: Vec<u8>,
     pos: usize,
+    newline: Option<usize>,
     /// No more will come.
     pub ended: bool,
 }
 
 impl LineBuf {
+    fn push(&mut self, bytes: &[u8]) {
+        if self.newline.is_none() {
+            self.newline = bytes.iter().position(|b| *b == b'\n').map(|i| self.buf.len() + i);
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
     fn has_line(&self) -> bool {
-        self.buf[self.pos..].contains(&b'\n')
+        self.newline.is_some()
     }
 
     /// The next whole line without its `\n`; once the output has ended, also a last line
     /// that has no `\n`.
     pub fn next_line(&mut self) -> Option<Vec<u8>> {
-        let rest = &self.buf[self.pos..];
-        let line = match rest.iter().position(|b| *b == b'\n') {
-            Some(i) => {
-                let line = rest[..i].to_vec();
-                self.pos += i + 1;
+        let line = match self.newline {
+            Some(nl) => {
+                let line = self.buf[self.pos..nl].to_vec();
+                self.pos = nl + 1;
+                self.newline = self.buf[self.pos..].iter().position(|b| *b == b'\n').map(|i| self.pos + i);
                 line
             }
-            None if self.ended && !rest.is_empty() => {
-                let line = rest.to_vec();
+            None if self.ended && self.pos < self.buf.len() => {
+                let line = self.buf[self.pos..].to_vec();
                 self.pos = self.buf.len();
                 line
             }
@@ -179,6 +188,7 @@ impl LineBuf {
         };
         if self.pos > 64 * 1024 && self.pos * 2 > self.buf.len() {
             self.buf.drain(..self.pos);
+            self.newline = self.newline.map(|nl| nl - self.pos);
             self.pos = 0;
         }
         Some(line)
@@ -255,9 +265,7 @@ impl Running {
     fn turn(&mut self, timeout: Duration) {
         for ev in self.poll(timeout) {
             match ev {
-                Event::Stream(k) => {
-                    self.read(k, false);
-                }
+                Event::Stream(k) => self.read(k, false),
                 Event::Feed(k) => self.write_feed(k),
                 Event::Exit(i) => {
                     if self.procs.reap(i, false) {
@@ -310,10 +318,10 @@ impl Running {
         matches!(s.dest, Dest::Lines) && self.lines.has_line()
     }
 
-    /// Read what pipe `k` has, without blocking. True if anything came.
-    fn read(&mut self, k: usize, everything: bool) -> bool {
+    /// Read what pipe `k` has (up to the budget), without blocking; `everything` reads past
+    /// a paused line reader.
+    fn read(&mut self, k: usize, everything: bool) {
         let mut budget = READ_BUDGET;
-        let mut got = false;
         let mut chunk = [0u8; 64 * 1024];
         while budget > 0 && self.streams[k].open && (everything || !self.paused(&self.streams[k])) {
             let s = &mut self.streams[k];
@@ -324,11 +332,10 @@ impl Running {
                 }
                 Ok(n) => {
                     budget -= n.min(budget);
-                    got = true;
                     let bytes = &chunk[..n];
                     match &mut self.streams[k].dest {
                         Dest::Capture(buf) => buf.extend_from_slice(bytes),
-                        Dest::Lines => self.lines.buf.extend_from_slice(bytes),
+                        Dest::Lines => self.lines.push(bytes),
                         Dest::Sink { to_stderr, pending } => {
                             pending.extend_from_slice(bytes);
                             write_text(&self.shared, pending, *to_stderr);
@@ -340,7 +347,6 @@ impl Running {
                 Err(_) => s.open = false,
             }
         }
-        got
     }
 
     fn flush_sink(&mut self, k: usize) {
@@ -374,10 +380,10 @@ impl Running {
         if self.is_done() {
             return;
         }
-        // A pipe may still be held open by a grandchild: take what is there, never wait for
-        // an end of file that may not come.
+        // A pipe may still be held open by a grandchild, which may even keep writing: take
+        // what the stages left in it, never wait for an end of file that may not come.
         for k in 0..self.streams.len() {
-            while self.streams[k].open && self.read(k, true) {}
+            self.read(k, true);
             self.flush_sink(k);
         }
         self.lines.ended = true;

@@ -53,6 +53,8 @@ impl End {
         }
     }
 
+    /// A second copy, for `stderr: "stdout"`. It is only asked of a stdout, so an
+    /// inherited one is conc's fd 1.
     fn try_clone(&self) -> std::io::Result<End> {
         Ok(match self {
             End::Inherit => End::Fd(std::io::stdout().as_fd().try_clone_to_owned()?),

@@ -204,6 +204,10 @@ fn wait_for(it: &Interp, r: &mut Running) -> R<()> {
     let (span, what) = (r.plan.span, format!("`{}`", r.plan.line));
     let deadline = r.plan.timeout.map(|t| r.started + t);
     let waited = crate::runtime::wait::block_on_external(it, span, &what, None, |slice| {
+        // A command started a moment ago has not finished: spare the first, zero-length poll.
+        if slice.is_zero() {
+            return None;
+        }
         let slice = deadline.map_or(slice, |d| slice.min(d.saturating_duration_since(Instant::now())));
         if r.step(slice) {
             return Some(true);

@@ -397,7 +397,10 @@ impl Running {
             if let Dest::Capture(buf) = s.dest {
                 let slot = &mut self.captured[s.stage];
                 let target = if s.is_stderr { &mut slot.stderr } else { &mut slot.stdout };
-                target.get_or_insert_with(Vec::new).extend_from_slice(&buf);
+                match target {
+                    Some(earlier) => earlier.extend_from_slice(&buf),
+                    None => *target = Some(buf),
+                }
             }
         }
         self.pidfds.clear();
@@ -427,7 +430,8 @@ impl Running {
         let _ = killpg(group, Signal::SIGKILL);
     }
 
-    /// Kill at once what has started (the rest of the pipeline could not start) and reap it.
+    /// Kill at once what has started and reap it: the rest of a pipeline could not start,
+    /// or the grace period is over.
     pub fn abort(&mut self) {
         let _ = self.procs.signal(Signal::SIGKILL);
         let started = self.procs.lock().pids.len();
@@ -452,13 +456,7 @@ impl Running {
             }
             self.turn((deadline - now).min(Duration::from_millis(20)));
         }
-        if !self.procs.all_exited() {
-            let _ = self.procs.signal(Signal::SIGKILL);
-            for i in 0..self.plan.stages.len() {
-                self.procs.reap(i, true);
-            }
-        }
-        self.wind_up(true);
+        self.abort();
     }
 
     fn text(&self, bytes: Option<&Vec<u8>>) -> Value {

@@ -197,8 +197,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(node: &Node, span: Span) -> Plan {
-        let mut plan = Plan { stages: Vec::new(), line: node.line(), span, timeout: None, binary: false };
+        let mut plan = Plan { stages: Vec::new(), line: String::new(), span, timeout: None, binary: false };
         plan.flatten(node, &Opts::default());
+        plan.line = plan.stages.iter().map(|s| s.line.as_str()).collect::<Vec<_>>().join(" | ");
         plan
     }
 
@@ -255,21 +256,22 @@ pub enum Form {
 /// Build a command from a builtin's arguments: a program and its arguments (lists are spliced
 /// in), or an existing command value, then an optional map of options.
 pub fn node_from_args(it: &Interp, a: &Args, form: Form, what: &str) -> R<Node> {
-    if a.is_empty() {
+    let n_opts = usize::from(matches!(a.vals.last(), Some(Value::Map(_))));
+    let words = &a.vals[..a.len() - n_opts];
+    if words.is_empty() {
         let example = if form == Form::Shell { "sh(\"ls | wc -l\")" } else { "run(\"ls\", \"-l\")" };
         return Err(RuntimeError::new(ErrorKind::Type, format!("`{what}` needs a program to run"), a.call)
             .with_label("no program given")
             .with_help(format!("for example `{example}`"))
             .into());
     }
-    let n_opts = usize::from(a.len() > 1 && matches!(a.vals.last(), Some(Value::Map(_))));
     let opts = match n_opts {
         1 => parse_opts(it, &a.vals[a.len() - 1], a.span(a.len() - 1))?,
         _ => Opts::default(),
     };
-    let words = &a.vals[..a.len() - n_opts];
-    if let Some(c) = words[0].downcast::<Command>() {
-        if form == Form::Argv && words.len() == 1 {
+    let command = if form == Form::Argv { words[0].downcast::<Command>() } else { None };
+    if let Some(c) = command {
+        if words.len() == 1 {
             return Ok(if n_opts == 1 { c.0.with(&opts) } else { c.0.clone() });
         }
         return Err(RuntimeError::new(

@@ -321,11 +321,18 @@ impl Running {
     /// Read what pipe `k` has (up to the budget), without blocking; `everything` reads past
     /// a paused line reader.
     fn read(&mut self, k: usize, everything: bool) {
+        // One buffer per thread, so a read does not clear 64 KiB of stack first.
+        thread_local! {
+            static CHUNK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+        }
+        CHUNK.with(|c| self.read_into(k, everything, &mut c.borrow_mut()));
+    }
+
+    fn read_into(&mut self, k: usize, everything: bool, chunk: &mut [u8]) {
         let mut budget = READ_BUDGET;
-        let mut chunk = [0u8; 64 * 1024];
         while budget > 0 && self.streams[k].open && (everything || !self.paused(&self.streams[k])) {
             let s = &mut self.streams[k];
-            match s.file.read(&mut chunk) {
+            match s.file.read(chunk) {
                 Ok(0) => {
                     s.open = false;
                     self.flush_sink(k);

@@ -1230,6 +1230,11 @@ fn binary(op: BinOp, lhs: &Expr, rhs: &Expr, span: Span) -> Ev {
         | BinOp::Ge
         | BinOp::Eq
         | BinOp::Ne => with_pair(operand(lhs), operand(rhs), ArithNode { op, spans }),
+        BinOp::Pipe => {
+            // The operands of `|` are commands: `run(a) | run(b)` must not run `a` on its own.
+            let leaves: Vec<_> = runtime::command::pipe_leaves(lhs, rhs).into_iter().map(|l| l.map(expr)).collect();
+            Box::new(move |it, cx| runtime::command::eval_pipe(it, &leaves, span, |it, e| e(it, cx)))
+        }
         _ => {
             let (l, r) = (expr(lhs), expr(rhs));
             Box::new(move |it, cx| {

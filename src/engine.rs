@@ -263,8 +263,27 @@ impl Shared {
         Ok(())
     }
 
+    /// Count the `n` processes of a new pipeline against the subprocess limit.
+    pub fn admit_subprocesses(&self, n: usize, span: Span) -> Result<(), Unwind> {
+        self.settings.require_subprocess(span)?;
+        let total = self.subprocesses.fetch_add(n, Ordering::SeqCst) + n;
+        if let Some(max) = self.settings.limits.max_subprocesses {
+            if total > max {
+                self.subprocesses.fetch_sub(n, Ordering::SeqCst);
+                return Err(RuntimeError::new(ErrorKind::Limit, format!("subprocess limit of {max} reached"), span)
+                    .with_label("starting this command would pass it")
+                    .into());
+            }
+        }
+        Ok(())
+    }
+
     pub fn release_process(&self) {
         self.processes.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn release_subprocesses(&self, n: usize) {
+        self.subprocesses.fetch_sub(n, Ordering::SeqCst);
     }
 
     /// `file:line:col` for a span, for messages that cannot carry a snippet.
@@ -515,6 +534,7 @@ impl Engine {
             sources: RwLock::new(SourceMap::default()),
             threads: AtomicUsize::new(0),
             processes: AtomicUsize::new(0),
+            subprocesses: AtomicUsize::new(0),
             started: Instant::now(),
             world_id,
             replay: Mutex::new(Vec::new()),

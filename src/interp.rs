@@ -53,6 +53,8 @@ pub struct Shared {
     pub sources: RwLock<crate::syntax::SourceMap>,
     pub threads: std::sync::atomic::AtomicUsize,
     pub processes: std::sync::atomic::AtomicUsize,
+    /// Processes started by commands and not yet reaped.
+    pub subprocesses: std::sync::atomic::AtomicUsize,
     pub started: std::time::Instant,
     /// Identifies this world to the process server, which keeps a copy of it (see
     /// `runtime/zygote.rs`); a forked process keeps its parent's id.
@@ -598,6 +600,11 @@ impl Interp {
 
     #[inline]
     fn binary(&mut self, op: BinOp, lhs: &Expr, rhs: &Expr, span: Span) -> R<Value> {
+        if op == BinOp::Pipe {
+            // The operands of `|` are commands: `run(a) | run(b)` must not run `a` on its own.
+            let leaves = runtime::command::pipe_leaves(lhs, rhs);
+            return runtime::command::eval_pipe(self, &leaves, span, |it, e| it.eval(e));
+        }
         let l = self.operand(lhs)?;
         match op {
             BinOp::And => return if l.truthy() { self.eval(rhs) } else { Ok(l) },

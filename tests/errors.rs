@@ -119,3 +119,29 @@ fn unclosed_nesting_parses_in_linear_time() {
         assert!(took < std::time::Duration::from_secs(5), "{unit:?} x 40 took {took:?}");
     }
 }
+
+#[test]
+fn command_failures() {
+    check("run(\"conc-no-such-tool\", \"x\")", ErrorKind::Command, "command not found: conc-no-such-tool", 1, 5);
+    check("let x = 1\nrun(\"false\")", ErrorKind::Command, "`false` exited with status 1", 2, 1);
+    check(
+        "run(\"true\") | run(\"sh\", \"-c\", \"exit 3\")",
+        ErrorKind::Command,
+        "(stage 2 of 2) exited with status 3",
+        1,
+        15,
+    );
+    check("run(\"sleep\", \"5\", {timeout: 0.05})", ErrorKind::Timeout, "`sleep 5` timed out after 50ms", 1, 1);
+    check("run(\"echo\", {bogus: 1})", ErrorKind::Value, "unknown command option `bogus`", 1, 13);
+    check("run(\"echo\", {stdout: 3})", ErrorKind::Value, "option `stdout` must be", 1, 13);
+    check("run(\"echo\") | 5", ErrorKind::Type, "`|` connects commands, not an int", 1, 15);
+    check("run(\"echo\") | start(\"echo\")", ErrorKind::Value, "either runs or starts", 1, 15);
+    check("run(\"echo\", nil)", ErrorKind::Type, "command arguments are strings or numbers, not a nil", 1, 13);
+    check("sh(1)", ErrorKind::Type, "`sh` takes a shell script (a string) first", 1, 4);
+    check("run()", ErrorKind::Type, "`run` needs a program to run", 1, 1);
+    check("cmd(\"echo\").bad()", ErrorKind::Type, "a command has no method `bad`", 1, 13);
+    check("exec(\"conc-no-such-tool\")", ErrorKind::Command, "command not found: conc-no-such-tool", 1, 6);
+    check("run(\"echo\", {cwd: \"/no/such/dir\"})", ErrorKind::Io, "no such directory: /no/such/dir", 1, 13);
+    check("let h = start(\"sh\", \"-c\", \"exit 2\")\nwait h", ErrorKind::Command, "exited with status 2", 1, 9);
+    check("for l in cmd(\"sh\", \"-c\", \"exit 5\").lines() { }", ErrorKind::Command, "exited with status 5", 1, 10);
+}

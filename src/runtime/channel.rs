@@ -51,6 +51,12 @@ impl Channel {
         Channel { tx: RwLock::new(Some(tx)), rx, capacity, failure: RwLock::new(None) }
     }
 
+    /// The receiving side, for runtime code that drains a channel without an interpreter
+    /// (a command's stdin fed from a channel).
+    pub fn receiver(&self) -> Receiver<Value> {
+        self.rx.clone()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.tx.read().unwrap_or_else(|e| e.into_inner()).is_none()
     }

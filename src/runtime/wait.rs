@@ -91,7 +91,7 @@ pub fn timeout_error(what: &str, after: Duration, span: Span) -> RuntimeError {
         .with_label("gave up waiting here")
 }
 
-fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s >= 1.0 {
         format!("{s}s")

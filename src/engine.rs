@@ -427,6 +427,22 @@ pub struct Program(Arc<ProgramInner>);
 struct ProgramInner {
     stmts: Vec<Stmt>,
     frame_size: u32,
+    file: u32,
+}
+
+impl Program {
+    /// The functions declared at the top level, in source order.
+    pub(crate) fn top_level_functions(&self) -> impl Iterator<Item = &Arc<crate::syntax::ast::FnDef>> {
+        self.0.stmts.iter().filter_map(|s| match s {
+            Stmt::Fn(def, _) => Some(def),
+            _ => None,
+        })
+    }
+
+    /// The number of the source file the program was compiled from.
+    pub(crate) fn file(&self) -> u32 {
+        self.0.file
+    }
 }
 
 /// Compiles and runs conc code.
@@ -574,6 +590,11 @@ impl Engine {
         Error::new(Arc::new(e), self.sources())
     }
 
+    /// A public [`Error`] for a fault whose spans point into this engine's sources.
+    pub(crate) fn diagnostic(&self, e: RuntimeError) -> Error {
+        self.error(e)
+    }
+
     /// Parse and resolve `text`, reported under `name`, without running it.
     pub fn compile(&mut self, name: &str, text: &str) -> Result<Program, Error> {
         let file = self.shared.sources.write().unwrap_or_else(|e| e.into_inner()).add(name, text);
@@ -591,7 +612,7 @@ impl Engine {
         })?;
         self.globals = scope;
         self.interp.ensure_globals(self.next_global as usize);
-        Ok(Program(Arc::new(ProgramInner { stmts, frame_size })))
+        Ok(Program(Arc::new(ProgramInner { stmts, frame_size, file })))
     }
 
     /// Run a compiled program, then wait for every task it started.
@@ -726,7 +747,7 @@ impl Loader<'_> {
     fn read_module(&self, path: &str, span: Span) -> Result<(String, String), RuntimeError> {
         if let Some(name) = path.strip_prefix("std/") {
             return crate::stdlib::source(name)
-                .map(|text| (format!("<stdlib>/{name}.conc"), text.to_string()))
+                .map(|text| (crate::stdlib::file_name(name), text.to_string()))
                 .ok_or_else(|| {
                     let known = crate::stdlib::names().collect::<Vec<_>>().join(", ");
                     RuntimeError::new(ErrorKind::Name, format!("no standard module \"{path}\""), span)

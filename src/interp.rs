@@ -713,7 +713,7 @@ impl Interp {
         }
         match result {
             r @ Ok(_) => r,
-            r => finish_call(r, def, span),
+            r => finish_call(r, def, span, &self.shared),
         }
     }
 
@@ -914,10 +914,10 @@ fn pop_frame(stack: &mut Vec<Value>, base: usize) {
 /// The outcome of a call whose body did not simply produce a value.
 #[cold]
 #[inline(never)]
-fn finish_call(result: R<Value>, def: &FnDef, span: Span) -> R<Value> {
+fn finish_call(result: R<Value>, def: &FnDef, span: Span, shared: &Shared) -> R<Value> {
     match result {
         Ok(v) | Err(Unwind::Return(v)) => Ok(v),
-        Err(Unwind::Error(e)) => Err(Unwind::Error(with_frame(e, def, span))),
+        Err(Unwind::Error(e)) => Err(Unwind::Error(with_frame(e, def, span, shared))),
         Err(Unwind::Break | Unwind::Continue) => Ok(Value::Nil),
     }
 }
@@ -925,10 +925,32 @@ fn finish_call(result: R<Value>, def: &FnDef, span: Span) -> R<Value> {
 /// Record the call a failing function was running in, for the call stack in diagnostics.
 #[cold]
 #[inline(never)]
-fn with_frame(mut e: Box<RuntimeError>, def: &FnDef, span: Span) -> Box<RuntimeError> {
+fn with_frame(mut e: Box<RuntimeError>, def: &FnDef, span: Span, shared: &Shared) -> Box<RuntimeError> {
+    if leaves_library(&e, def, span, shared) {
+        return blame_caller(e, def, span);
+    }
     if e.stack.len() < 64 || e.kind != ErrorKind::Limit {
         e.stack.push(Frame { function: def.name.clone(), call_span: span });
     }
+    e
+}
+
+/// Whether an error raised inside a standard-library function is leaving it for the script
+/// that called it. Errors from the script's own callbacks already point at the script.
+fn leaves_library(e: &RuntimeError, def: &FnDef, call: Span, shared: &Shared) -> bool {
+    let Some(at) = e.span else { return false };
+    let sources = shared.sources.read().unwrap_or_else(|e| e.into_inner());
+    let in_library = |file: u32| sources.get(file).is_some_and(|f| crate::stdlib::is_library_file(&f.name));
+    in_library(at.file) && in_library(def.span.file) && !in_library(call.file)
+}
+
+/// Point a library error at the script's call, like Rust's `#[track_caller]`: the script's
+/// author needs their own line, not the module's internals. The frames collected so far are
+/// all inside the library, so they go too.
+fn blame_caller(mut e: Box<RuntimeError>, def: &FnDef, call: Span) -> Box<RuntimeError> {
+    e.span = Some(call);
+    e.label = Some(format!("in this call to `{}`", def.name));
+    e.stack.clear();
     e
 }
 

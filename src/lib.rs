@@ -49,6 +49,7 @@ pub mod resolve;
 pub mod runtime;
 pub mod stdlib;
 pub mod syntax;
+pub mod testing;
 pub mod value;
 
 pub use engine::{

@@ -4,6 +4,7 @@
 pub mod cancel;
 pub mod channel;
 pub mod command;
+pub mod file;
 pub mod fork;
 pub mod pool;
 pub mod registry;
@@ -30,6 +31,7 @@ pub fn all_builtins() -> Vec<(&'static str, Builtin)> {
     all.extend_from_slice(sync::BUILTINS);
     all.push(("pipe", channel::make_pipe));
     all.extend_from_slice(command::BUILTINS);
+    all.extend_from_slice(file::BUILTINS);
     all
 }
 
@@ -85,6 +87,9 @@ pub fn object_field(v: &Value, name: &str, span: Span) -> R<Value> {
     if let Some(f) = command::field(v, name) {
         return Ok(f);
     }
+    if let Some(f) = file::field(v, name) {
+        return Ok(f);
+    }
     no_field(v, name, span, "")
 }
 
@@ -105,6 +110,9 @@ pub fn object_method(interp: &mut Interp, v: &Value, name: &str, name_span: Span
         return r;
     }
     if let Some(r) = command::method(interp, v, name, name_span, &a) {
+        return r;
+    }
+    if let Some(r) = file::method(interp, v, name, name_span, &a) {
         return r;
     }
     fail(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(v)), name_span)
@@ -166,6 +174,9 @@ pub fn iterate_next(interp: &mut Interp, v: &Value, span: Span) -> R<Option<Valu
         return r;
     }
     if let Some(r) = command::iterate_next(interp, v, span) {
+        return r;
+    }
+    if let Some(r) = file::iterate_next(interp, v, span) {
         return r;
     }
     fail(ErrorKind::Type, format!("cannot iterate over {}", crate::builtins::a_type(v)), span)

@@ -926,8 +926,8 @@ fn finish_call(result: R<Value>, def: &FnDef, span: Span, shared: &Shared) -> R<
 #[cold]
 #[inline(never)]
 fn with_frame(mut e: Box<RuntimeError>, def: &FnDef, span: Span, shared: &Shared) -> Box<RuntimeError> {
-    if leaves_library(&e, def, span, shared) {
-        return blame_caller(e, def, span);
+    if let Some(in_library) = leaving_library(&e, def, span, shared) {
+        return blame_caller(e, def, span, &in_library);
     }
     if e.stack.len() < 64 || e.kind != ErrorKind::Limit {
         e.stack.push(Frame { function: def.name.clone(), call_span: span });
@@ -935,23 +935,43 @@ fn with_frame(mut e: Box<RuntimeError>, def: &FnDef, span: Span, shared: &Shared
     e
 }
 
-/// Whether an error raised inside a standard-library function is leaving it for the script
-/// that called it. Errors from the script's own callbacks already point at the script.
-fn leaves_library(e: &RuntimeError, def: &FnDef, call: Span, shared: &Shared) -> bool {
-    let Some(at) = e.span else { return false };
+/// When an error raised inside a standard-library function is leaving it for the script that
+/// called it, a test for "this span is in the library". Errors from the script's own callbacks
+/// already point at the script.
+fn leaving_library(e: &RuntimeError, def: &FnDef, call: Span, shared: &Shared) -> Option<impl Fn(Span) -> bool> {
+    let at = e.span?;
     let sources = shared.sources.read().unwrap_or_else(|e| e.into_inner());
-    let in_library = |file: u32| sources.get(file).is_some_and(|f| crate::stdlib::is_library_file(&f.name));
-    in_library(at.file) && in_library(def.span.file) && !in_library(call.file)
+    let library: Vec<bool> =
+        (0..sources.len() as u32).map(|f| sources.get(f).is_some_and(|f| crate::stdlib::is_library_file(&f.name))).collect();
+    let in_library = move |s: Span| library.get(s.file as usize).copied().unwrap_or(false);
+    (in_library(at) && in_library(def.span) && !in_library(call)).then_some(in_library)
 }
 
 /// Point a library error at the script's call, like Rust's `#[track_caller]`: the script's
 /// author needs their own line, not the module's internals. The frames collected so far are
-/// all inside the library, so they go too.
-fn blame_caller(mut e: Box<RuntimeError>, def: &FnDef, call: Span) -> Box<RuntimeError> {
+/// all inside the library, so they go, and so do the library's own tasks among the related
+/// errors (what they point to stays).
+fn blame_caller(mut e: Box<RuntimeError>, def: &FnDef, call: Span, in_library: &impl Fn(Span) -> bool) -> Box<RuntimeError> {
     e.span = Some(call);
     e.label = Some(format!("in this call to `{}`", def.name));
     e.stack.clear();
+    e.related = outside_library(&e.related, in_library);
     e
+}
+
+fn outside_library(related: &[Arc<RuntimeError>], in_library: &impl Fn(Span) -> bool) -> Vec<Arc<RuntimeError>> {
+    let mut kept = Vec::new();
+    for r in related {
+        if r.span.is_some_and(in_library) {
+            kept.extend(outside_library(&r.related, in_library));
+        } else {
+            let mut r = (**r).clone();
+            r.stack.retain(|f| !in_library(f.call_span));
+            r.related = outside_library(&r.related, in_library);
+            kept.push(Arc::new(r));
+        }
+    }
+    kept
 }
 
 /// The error for `a op b` on ints when the result does not fit.

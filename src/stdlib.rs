@@ -7,7 +7,7 @@ macro_rules! modules {
     };
 }
 
-modules!("strings");
+modules!("fs", "json", "parallel", "path", "strings");
 
 /// The name a standard module's source is reported under: `<stdlib>/json.conc`.
 pub fn file_name(module: &str) -> String {

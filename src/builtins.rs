@@ -162,8 +162,16 @@ fn table() -> &'static Table {
                 a.expect("bool", 1, 1)?;
                 Ok(Value::Bool(a.vals[0].truthy()))
             }),
-            ("list", |_, a| {
+            ("list", |i, a| {
                 a.expect("list", 1, 1)?;
+                if let Value::Object(_) = &a.vals[0] {
+                    // Channels, files and other runtime objects that a `for` loop can go through.
+                    let mut items = Vec::new();
+                    while let Some(v) = crate::runtime::iterate_next(i, &a.vals[0], a.span(0))? {
+                        items.push(v);
+                    }
+                    return Ok(Value::list(items));
+                }
                 Ok(Value::List(a.list(0, "list")?))
             }),
             ("error", b_error),

@@ -831,6 +831,14 @@ impl Interp {
         f: impl FnOnce(&mut Interp, &mut Value) -> R<Value>,
     ) -> R<Value> {
         if matches!(var.slot, Slot::Capture(_)) {
+            // A captured event, cell or channel is a shared handle: `ev.set()` changes the shared
+            // resource, not the closure's copy, so only captured lists and maps are refused.
+            let mut copy = self.slot(var)?;
+            let target = builtins::navigate_mut(&mut copy, path, span)?;
+            if !matches!(target, Value::List(_) | Value::Map(_)) {
+                let mut handle = std::mem::take(target);
+                return f(self, &mut handle);
+            }
             return Err(RuntimeError::new(
                 ErrorKind::Name,
                 format!("cannot change `{}`: it was captured by value", var.name),

@@ -265,7 +265,7 @@ impl Shared {
 pub struct NativeFn {
     pub name: String,
     #[allow(clippy::type_complexity)]
-    pub func: Box<dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync>,
+    pub func: Box<dyn Fn(&[Value]) -> Result<Value, NativeError> + Send + Sync>,
 }
 
 impl std::fmt::Debug for NativeFn {
@@ -274,14 +274,37 @@ impl std::fmt::Debug for NativeFn {
     }
 }
 
+/// Why a native function call failed, so the diagnostic can point at the right place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NativeError {
+    /// The script passed the wrong number of arguments.
+    Arity(String),
+    /// Argument `index` (from 0) could not be converted to the Rust type.
+    Argument { index: usize, message: String },
+    /// The function itself returned an error.
+    Failed(String),
+}
+
 /// Call a host function; a panic inside it becomes a script error, never an abort.
-pub fn call_native(n: &NativeFn, args: Vec<Value>, span: Span) -> Result<Value, Unwind> {
+/// `arg_spans` (empty when unknown) lets a bad argument be pointed at.
+pub fn call_native(n: &NativeFn, args: Vec<Value>, arg_spans: &[Span], span: Span) -> Result<Value, Unwind> {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (n.func)(&args)));
     match r {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(msg)) => Err(RuntimeError::new(ErrorKind::Type, format!("{}: {msg}", n.name), span)
-            .with_label("in this call")
-            .into()),
+        Ok(Err(NativeError::Arity(msg))) => {
+            Err(RuntimeError::new(ErrorKind::Type, msg, span).with_label("in this call").into())
+        }
+        Ok(Err(NativeError::Argument { index, message })) => {
+            let at = arg_spans.get(index).copied().unwrap_or(span);
+            Err(RuntimeError::new(ErrorKind::Type, format!("`{}` argument {}: {message}", n.name, index + 1), at)
+                .with_label(message.split(", got").next().unwrap_or(&message).to_string())
+                .into())
+        }
+        Ok(Err(NativeError::Failed(msg))) => {
+            Err(RuntimeError::new(ErrorKind::User, format!("{}: {msg}", n.name), span)
+                .with_label("this call failed")
+                .into())
+        }
         Err(panic) => {
             let mut e = crate::runtime::spawn::panic_error(panic, span);
             e.message = format!(
@@ -378,7 +401,7 @@ impl<T: IntoValue, E: std::fmt::Display> IntoValue for Result<T, E> {
 /// `M` is the argument tuple, inferred from the closure.
 pub trait NativeFunction<M>: Send + Sync + 'static {
     fn arity(&self) -> usize;
-    fn call(&self, args: &[Value]) -> Result<Value, String>;
+    fn call(&self, args: &[Value]) -> Result<Value, NativeError>;
 }
 
 macro_rules! native_function {
@@ -393,8 +416,10 @@ macro_rules! native_function {
                 $n
             }
             #[allow(unused_variables)]
-            fn call(&self, args: &[Value]) -> Result<Value, String> {
-                (self)($($a::from_value(&args[$i]).map_err(|e| format!("argument {}: {e}", $i + 1))?),*).into_value()
+            fn call(&self, args: &[Value]) -> Result<Value, NativeError> {
+                (self)($($a::from_value(&args[$i]).map_err(|message| NativeError::Argument { index: $i, message })?),*)
+                    .into_value()
+                    .map_err(NativeError::Failed)
             }
         }
     };
@@ -529,23 +554,28 @@ impl Engine {
     pub fn register_fn<M>(&mut self, name: &str, f: impl NativeFunction<M>) {
         let fname = name.to_string();
         let arity = f.arity();
-        let raw = move |args: &[Value]| -> Result<Value, String> {
+        let func = move |args: &[Value]| -> Result<Value, NativeError> {
             if args.len() != arity {
                 let s = if arity == 1 { "" } else { "s" };
-                return Err(format!("`{fname}` takes {arity} argument{s} but {} were given", args.len()));
+                let n = args.len();
+                let were = if n == 1 { "was" } else { "were" };
+                return Err(NativeError::Arity(format!("`{fname}` takes {arity} argument{s} but {n} {were} given")));
             }
             f.call(args)
         };
-        self.register_raw_fn(name, raw);
+        let native = NativeFn { name: name.to_string(), func: Box::new(func) };
+        self.set_global(name, Value::Native(Arc::new(native)));
     }
 
-    /// Register a function that takes the raw argument values.
+    /// Register a function that takes the raw argument values, for variable arguments. An
+    /// `Err` becomes a script error (of kind `error`) at the call.
     pub fn register_raw_fn(
         &mut self,
         name: &str,
         f: impl Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static,
     ) {
-        let native = NativeFn { name: name.to_string(), func: Box::new(f) };
+        let func = move |args: &[Value]| f(args).map_err(NativeError::Failed);
+        let native = NativeFn { name: name.to_string(), func: Box::new(func) };
         self.set_global(name, Value::Native(Arc::new(native)));
     }
 
@@ -630,6 +660,8 @@ impl Engine {
     /// Run a compiled program; tasks it started keep running (the REPL waits for them later).
     pub fn run_keeping_tasks(&mut self, program: &Program) -> Result<Value, Error> {
         self.interp.ensure_globals(self.next_global as usize);
+        // Limits count per run: a long-lived engine can run a program any number of times.
+        self.interp.budget = crate::interp::RunBudget::new();
         let r = self.interp.run_unit(&program.0.stmts, program.0.frame_size);
         self.unwind_to_result(r)
     }
@@ -655,13 +687,41 @@ impl Engine {
         self.run(&p)
     }
 
-    /// Call a script function by name.
+    /// Call a script function by name, then wait for every task it started, as [`Engine::run`]
+    /// does. A missing function or a wrong number of arguments is an error without a span,
+    /// since the mistake is in the host's call, not in the script.
     pub fn call_fn(&mut self, name: &str, args: Vec<Value>) -> Result<Value, Error> {
-        let f = self
-            .get_global(name)
-            .ok_or_else(|| Error::plain(ErrorKind::Name, format!("no function named `{name}`")))?;
-        let r = self.interp.call_value(&f, args, Span::default());
-        self.unwind_to_result(r)
+        let f = self.get_global(name).ok_or_else(|| {
+            Error::plain(ErrorKind::Name, format!("the script has no function named `{name}`"))
+        })?;
+        let span = match &f {
+            Value::Func(c) => {
+                let want = c.def.params.len();
+                if want != args.len() {
+                    let s = if want == 1 { "" } else { "s" };
+                    let message = format!("`{name}` takes {want} argument{s} but the host passed {}", args.len());
+                    return Err(Error::plain(ErrorKind::Type, message));
+                }
+                c.def.span
+            }
+            Value::Builtin(_) | Value::Native(_) => Span::default(),
+            other => {
+                let message = format!("`{name}` is {}, not a function", crate::builtins::a_type(other));
+                return Err(Error::plain(ErrorKind::Type, message));
+            }
+        };
+        self.interp.budget = crate::interp::RunBudget::new();
+        let r = self.interp.call_value(&f, args, span);
+        let finished = crate::runtime::scope::finish_root(&mut self.interp, r, span);
+        // The host's call is not part of the script's call stack.
+        let finished = finished.map_err(|e| match e {
+            Unwind::Error(mut err) => {
+                err.stack.retain(|frame| frame.call_span != span);
+                Unwind::Error(err)
+            }
+            other => other,
+        });
+        self.unwind_to_result(finished)
     }
 
     /// Wait for every task still running (the REPL's exit, for instance).

@@ -52,6 +52,7 @@ pub struct Shared {
     /// Every source file, so any thread can describe a span.
     pub sources: RwLock<crate::syntax::SourceMap>,
     pub threads: std::sync::atomic::AtomicUsize,
+    /// When the engine was made (limits count from the start of each run: see [`RunBudget`]).
     pub started: std::time::Instant,
 }
 
@@ -66,13 +67,29 @@ pub struct Interp {
     pub(crate) closure: Option<Arc<Closure>>,
     depth: u32,
     ticks: u32,
-    ops: u64,
+    /// The limits' counters for the current run, shared by every task of the run.
+    pub budget: Arc<RunBudget>,
     pub cancel: CancelToken,
     /// The scopes (`scope { }` blocks, and the whole script) that own the tasks started here.
     pub scopes: Vec<runtime::scope::ScopeFrame>,
     pub max_depth: u32,
     /// Shown in deadlock reports and thread names: `main`, or the construct and line that started it.
     pub task_name: Arc<str>,
+}
+
+/// What one run has used so far, against [`crate::engine::Limits`]: the operations of all its
+/// tasks together, and the time since the run started (not since the engine was made).
+#[derive(Debug)]
+pub struct RunBudget {
+    /// When the engine was made (limits count from the start of each run: see [`RunBudget`]).
+    pub started: std::time::Instant,
+    pub ops: std::sync::atomic::AtomicU64,
+}
+
+impl RunBudget {
+    pub fn new() -> Arc<RunBudget> {
+        Arc::new(RunBudget { started: std::time::Instant::now(), ops: std::sync::atomic::AtomicU64::new(0) })
+    }
 }
 
 /// The stack is checked every this many nested calls; the red zone covers the calls in between.
@@ -94,7 +111,7 @@ impl Interp {
             closure: None,
             depth: 0,
             ticks: 0,
-            ops: 0,
+            budget: RunBudget::new(),
             cancel,
             scopes: vec![runtime::scope::ScopeFrame::default()],
             max_depth,
@@ -106,6 +123,7 @@ impl Interp {
     pub fn fork_world(&self, cancel: CancelToken, max_depth: u32) -> Interp {
         let mut child = Interp::new(self.shared.clone(), self.globals.clone(), cancel, max_depth);
         child.modules = self.modules.clone();
+        child.budget = self.budget.clone();
         child
     }
 
@@ -198,9 +216,14 @@ impl Interp {
         if self.cancel.is_cancelled() {
             return Err(runtime::cancel::cancelled_error(span).into());
         }
-        self.ops += POLL_INTERVAL as u64;
-        self.shared.settings.check_limits(self.ops, self.shared.started, span)?;
+        let ops = self.budget.ops.fetch_add(POLL_INTERVAL as u64, std::sync::atomic::Ordering::Relaxed);
+        self.shared.settings.check_limits(ops + POLL_INTERVAL as u64, self.budget.started, span)?;
         Ok(())
+    }
+
+    /// Check the wall-clock limit; blocking operations call this while they wait.
+    pub fn check_time_limit(&self, span: Span) -> R<()> {
+        self.shared.settings.check_limits(0, self.budget.started, span)
     }
 
     /// Check for cancellation now; used by blocking operations.
@@ -642,14 +665,18 @@ impl Interp {
             }
             other => {
                 let args = self.eval_args(args, span)?;
-                self.call_other(&other, args.vals, span, callee.span())
+                self.call_other(&other, args, span, callee.span())
             }
         }
     }
 
     /// Call a value that is neither a closure nor a builtin; a "not callable" error points at the callee.
-    pub(crate) fn call_other(&mut self, f: &Value, args: Vec<Value>, span: Span, callee_span: Span) -> R<Value> {
-        self.call_value(f, args, span).map_err(|e| match e {
+    pub(crate) fn call_other(&mut self, f: &Value, args: Args, span: Span, callee_span: Span) -> R<Value> {
+        if let Value::Native(n) = f {
+            // The argument spans let a host function's type error point at the bad argument.
+            return crate::engine::call_native(n, args.vals, &args.spans, span);
+        }
+        self.call_value(f, args.vals, span).map_err(|e| match e {
             Unwind::Error(mut err) if err.kind == ErrorKind::Type && err.span == Some(span) => {
                 err.span = Some(callee_span);
                 Unwind::Error(err)
@@ -744,7 +771,7 @@ impl Interp {
                 }
                 builtins::call(self, *b, a)
             }
-            Value::Native(n) => crate::engine::call_native(n, args, span),
+            Value::Native(n) => crate::engine::call_native(n, args, &[], span),
             other => Err(RuntimeError::new(ErrorKind::Type, format!("a {} is not callable", other.type_name()), span)
                 .with_label(format!("this is a {}, not a function", other.type_name()))
                 .into()),

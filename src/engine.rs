@@ -691,9 +691,9 @@ impl Engine {
     /// does. A missing function or a wrong number of arguments is an error without a span,
     /// since the mistake is in the host's call, not in the script.
     pub fn call_fn(&mut self, name: &str, args: Vec<Value>) -> Result<Value, Error> {
-        let f = self.get_global(name).ok_or_else(|| {
-            Error::plain(ErrorKind::Name, format!("the script has no function named `{name}`"))
-        })?;
+        let f = self
+            .get_global(name)
+            .ok_or_else(|| Error::plain(ErrorKind::Name, format!("the script has no function named `{name}`")))?;
         let span = match &f {
             Value::Func(c) => {
                 let want = c.def.params.len();

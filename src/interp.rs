@@ -976,8 +976,9 @@ fn with_frame(mut e: Box<RuntimeError>, def: &FnDef, span: Span, shared: &Shared
 fn leaving_library(e: &RuntimeError, def: &FnDef, call: Span, shared: &Shared) -> Option<impl Fn(Span) -> bool> {
     let at = e.span?;
     let sources = shared.sources.read().unwrap_or_else(|e| e.into_inner());
-    let library: Vec<bool> =
-        (0..sources.len() as u32).map(|f| sources.get(f).is_some_and(|f| crate::stdlib::is_library_file(&f.name))).collect();
+    let library: Vec<bool> = (0..sources.len() as u32)
+        .map(|f| sources.get(f).is_some_and(|f| crate::stdlib::is_library_file(&f.name)))
+        .collect();
     let in_library = move |s: Span| library.get(s.file as usize).copied().unwrap_or(false);
     (in_library(at) && in_library(def.span) && !in_library(call)).then_some(in_library)
 }
@@ -986,7 +987,12 @@ fn leaving_library(e: &RuntimeError, def: &FnDef, call: Span, shared: &Shared) -
 /// author needs their own line, not the module's internals. The frames collected so far are
 /// all inside the library, so they go, and so do the library's own tasks among the related
 /// errors (what they point to stays).
-fn blame_caller(mut e: Box<RuntimeError>, def: &FnDef, call: Span, in_library: &impl Fn(Span) -> bool) -> Box<RuntimeError> {
+fn blame_caller(
+    mut e: Box<RuntimeError>,
+    def: &FnDef,
+    call: Span,
+    in_library: &impl Fn(Span) -> bool,
+) -> Box<RuntimeError> {
     e.span = Some(call);
     e.label = Some(format!("in this call to `{}`", def.name));
     e.stack.clear();

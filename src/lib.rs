@@ -53,8 +53,8 @@ pub mod testing;
 pub mod value;
 
 pub use engine::{
-    Capabilities, Engine, FromValue, InterruptHandle, IntoValue, Limits, NativeError, NativeFunction, Program, Settings,
-    Sink,
+    Capabilities, Engine, FromValue, InterruptHandle, IntoValue, Limits, NativeError, NativeFunction, Program,
+    Settings, Sink,
 };
 pub use error::{Error, ErrorKind};
 pub use value::Value;

@@ -62,16 +62,14 @@ impl Summary {
 pub fn run(args: &TestArgs) -> u8 {
     let color = std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
     let mut out = std::io::stdout().lock();
-    let code = match run_to(args, color, &mut out) {
-        Ok(summary) if summary.ok() => 0,
-        _ => 1,
-    };
+    let code = if run_to(args, color, &mut out).ok() { 0 } else { 1 };
     let _ = out.flush();
     code
 }
 
-/// Run the tests, writing the report to `out`. An `Err` means no test file was found.
-pub fn run_to(args: &TestArgs, color: bool, out: &mut dyn Write) -> Result<Summary, ()> {
+/// Run the tests, writing the report to `out` (with ANSI colours if `color`). A path with no
+/// test file counts as a file that could not run.
+pub fn run_to(args: &TestArgs, color: bool, out: &mut dyn Write) -> Summary {
     let style = Style { color };
     let started = Instant::now();
     let roots = if args.paths.is_empty() { vec![PathBuf::from(".")] } else { args.paths.clone() };
@@ -96,7 +94,7 @@ pub fn run_to(args: &TestArgs, color: bool, out: &mut dyn Write) -> Result<Summa
         }
     }
     if files.is_empty() {
-        return Err(());
+        return summary;
     }
     let mut failed_names = Vec::new();
     for file in &files {
@@ -108,7 +106,7 @@ pub fn run_to(args: &TestArgs, color: bool, out: &mut dyn Write) -> Result<Summa
         failed_names.extend(report.failed.into_iter().map(|name| format!("{} ({})", name, file.display())));
     }
     if args.list {
-        return Ok(summary);
+        return summary;
     }
     if !failed_names.is_empty() {
         let _ = writeln!(out, "failures:");
@@ -133,7 +131,7 @@ pub fn run_to(args: &TestArgs, color: bool, out: &mut dyn Write) -> Result<Summa
         line.push_str(&format!("; finished in {:.2}s", started.elapsed().as_secs_f64()));
     }
     let _ = writeln!(out, "{line}");
-    Ok(summary)
+    summary
 }
 
 /// Test files under `root` (or `root` itself when it is a file), sorted, skipping hidden
@@ -308,9 +306,13 @@ fn test_functions(program: &Program) -> Vec<TestFn> {
 /// Call one test function, then wait for the tasks it started, as the end of a script does.
 fn run_test(engine: &mut Engine, test: &TestFn, timeout: Option<f64>) -> Result<(), Error> {
     if test.params > 0 {
-        let e = RuntimeError::new(ErrorKind::Type, format!("`{}` takes arguments, but tests take none", test.name), test.span)
-            .with_label("this test function has parameters")
-            .with_help("a test is a function `fn test_NAME() { ... }`; call helpers with arguments from inside it");
+        let e = RuntimeError::new(
+            ErrorKind::Type,
+            format!("`{}` takes arguments, but tests take none", test.name),
+            test.span,
+        )
+        .with_label("this test function has parameters")
+        .with_help("a test is a function `fn test_NAME() { ... }`; call helpers with arguments from inside it");
         return Err(engine.diagnostic(e));
     }
     let call = engine.compile("<test>", &format!("{}()", test.name))?;

@@ -93,7 +93,9 @@ fn call_fn_reports_host_mistakes_without_a_script_span() {
 #[test]
 fn call_fn_waits_for_the_tasks_the_function_started() {
     let mut engine = conc::Engine::new();
-    engine.eval("let done = cell(0)\nfn go() { spawn { done.set(1) }; spawn { error(\"late failure\") }; \"returned\" }").unwrap();
+    engine
+        .eval("let done = cell(0)\nfn go() { spawn { done.set(1) }; spawn { error(\"late failure\") }; \"returned\" }")
+        .unwrap();
     let err = engine.call_fn("go", vec![]).unwrap_err();
     assert_eq!(err.message(), "late failure");
     assert_eq!(engine.eval("done.get()").unwrap(), conc::Value::Int(1));
@@ -110,10 +112,8 @@ fn limits_count_per_run_not_per_engine() {
     for _ in 0..4 {
         assert_eq!(engine.run(&program).unwrap(), conc::Value::Int(60000));
     }
-    let mut engine = limited(conc::Limits {
-        max_duration: Some(std::time::Duration::from_millis(400)),
-        ..conc::Limits::default()
-    });
+    let mut engine =
+        limited(conc::Limits { max_duration: Some(std::time::Duration::from_millis(400)), ..conc::Limits::default() });
     let program = engine.compile("nap.conc", "sleep(0.15)").unwrap();
     for _ in 0..4 {
         engine.run(&program).unwrap();

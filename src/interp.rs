@@ -976,11 +976,13 @@ fn with_frame(mut e: Box<RuntimeError>, def: &FnDef, span: Span, shared: &Shared
 fn leaving_library(e: &RuntimeError, def: &FnDef, call: Span, shared: &Shared) -> Option<impl Fn(Span) -> bool> {
     let at = e.span?;
     let sources = shared.sources.read().unwrap_or_else(|e| e.into_inner());
-    let library: Vec<bool> = (0..sources.len() as u32)
-        .map(|f| sources.get(f).is_some_and(|f| crate::stdlib::is_library_file(&f.name)))
-        .collect();
-    let in_library = move |s: Span| library.get(s.file as usize).copied().unwrap_or(false);
-    (in_library(at) && in_library(def.span) && !in_library(call)).then_some(in_library)
+    let is_library = |file: u32| sources.get(file).is_some_and(|f| crate::stdlib::is_library_file(&f.name));
+    // The usual case, an error in the script's own code, costs one lookup.
+    if !is_library(at.file) || !is_library(def.span.file) || is_library(call.file) {
+        return None;
+    }
+    let library: Vec<bool> = (0..sources.len() as u32).map(is_library).collect();
+    Some(move |s: Span| library.get(s.file as usize).copied().unwrap_or(false))
 }
 
 /// Point a library error at the script's call, like Rust's `#[track_caller]`: the script's

@@ -27,7 +27,7 @@ pub fn main() {
     // A wrong argument type is a diagnostic at the script's call, not a host crash.
     let err = engine.eval("let x = 1\ncelsius(\"hot\")").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Type);
-    assert_eq!(err.location().map(|(_, l, c)| (l, c)), Some((2, 1)));
+    assert_eq!(err.location().map(|(_, l, c)| (l, c)), Some((2, 9)));
     println!("{}", err.message());
 
     // A host error becomes a script error that try/catch can handle.

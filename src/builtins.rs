@@ -162,8 +162,16 @@ fn table() -> &'static Table {
                 a.expect("bool", 1, 1)?;
                 Ok(Value::Bool(a.vals[0].truthy()))
             }),
-            ("list", |_, a| {
+            ("list", |i, a| {
                 a.expect("list", 1, 1)?;
+                if let Value::Object(_) = &a.vals[0] {
+                    // Channels, files and other runtime objects that a `for` loop can go through.
+                    let mut items = Vec::new();
+                    while let Some(v) = crate::runtime::iterate_next(i, &a.vals[0], a.span(0))? {
+                        items.push(v);
+                    }
+                    return Ok(Value::list(items));
+                }
                 Ok(Value::List(a.list(0, "list")?))
             }),
             ("error", b_error),
@@ -194,6 +202,7 @@ fn table() -> &'static Table {
                 Ok(Value::Bool(std::path::Path::new(&*a.str(0, "is_dir")?).is_dir()))
             }),
             ("list_dir", b_list_dir),
+            ("stat", b_stat),
             ("remove_file", |i, a| {
                 a.expect("remove_file", 1, 1)?;
                 i.shared.settings.require_fs(a.call)?;
@@ -576,6 +585,35 @@ fn b_list_dir(i: &mut Interp, a: Args) -> R<Value> {
         entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     Ok(Value::list(names.into_iter().map(Value::str).collect()))
+}
+
+/// `stat(path)`: what a path is, without following a final symbolic link, so a tree walk can
+/// tell a link from the directory it points to.
+fn b_stat(i: &mut Interp, a: Args) -> R<Value> {
+    a.expect("stat", 1, 1)?;
+    i.shared.settings.require_fs(a.call)?;
+    let path = a.str(0, "stat")?;
+    let meta = std::fs::symlink_metadata(&*path).map_err(|e| io_error(&e, &path, a.span(0)))?;
+    let kind = if meta.file_type().is_symlink() {
+        "link"
+    } else if meta.is_dir() {
+        "dir"
+    } else if meta.is_file() {
+        "file"
+    } else {
+        "other"
+    };
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(Value::Nil, |d| Value::Float(d.as_secs_f64()));
+    Ok(Value::map([
+        (Key::from("type"), Value::str(kind)),
+        (Key::from("size"), Value::Int(meta.len() as i64)),
+        (Key::from("modified"), modified),
+        (Key::from("readonly"), Value::Bool(meta.permissions().readonly())),
+    ]))
 }
 
 fn b_env(i: &mut Interp, a: Args) -> R<Value> {

@@ -1468,7 +1468,7 @@ fn call_pushed(
             }
             match f {
                 Value::Builtin(b) => builtins::call(it, b, a),
-                other => it.call_other(&other, a.vals, span, callee_span),
+                other => it.call_other(&other, a, span, callee_span),
             }
         }
     }

@@ -303,7 +303,7 @@ impl Shared {
 pub struct NativeFn {
     pub name: String,
     #[allow(clippy::type_complexity)]
-    pub func: Box<dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync>,
+    pub func: Box<dyn Fn(&[Value]) -> Result<Value, NativeError> + Send + Sync>,
 }
 
 impl std::fmt::Debug for NativeFn {
@@ -312,14 +312,37 @@ impl std::fmt::Debug for NativeFn {
     }
 }
 
+/// Why a native function call failed, so the diagnostic can point at the right place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NativeError {
+    /// The script passed the wrong number of arguments.
+    Arity(String),
+    /// Argument `index` (from 0) could not be converted to the Rust type.
+    Argument { index: usize, message: String },
+    /// The function itself returned an error.
+    Failed(String),
+}
+
 /// Call a host function; a panic inside it becomes a script error, never an abort.
-pub fn call_native(n: &NativeFn, args: Vec<Value>, span: Span) -> Result<Value, Unwind> {
+/// `arg_spans` (empty when unknown) lets a bad argument be pointed at.
+pub fn call_native(n: &NativeFn, args: Vec<Value>, arg_spans: &[Span], span: Span) -> Result<Value, Unwind> {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (n.func)(&args)));
     match r {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(msg)) => Err(RuntimeError::new(ErrorKind::Type, format!("{}: {msg}", n.name), span)
-            .with_label("in this call")
-            .into()),
+        Ok(Err(NativeError::Arity(msg))) => {
+            Err(RuntimeError::new(ErrorKind::Type, msg, span).with_label("in this call").into())
+        }
+        Ok(Err(NativeError::Argument { index, message })) => {
+            let at = arg_spans.get(index).copied().unwrap_or(span);
+            Err(RuntimeError::new(ErrorKind::Type, format!("`{}` argument {}: {message}", n.name, index + 1), at)
+                .with_label(message.split(", got").next().unwrap_or(&message).to_string())
+                .into())
+        }
+        Ok(Err(NativeError::Failed(msg))) => {
+            Err(RuntimeError::new(ErrorKind::User, format!("{}: {msg}", n.name), span)
+                .with_label("this call failed")
+                .into())
+        }
         Err(panic) => {
             let mut e = crate::runtime::spawn::panic_error(panic, span);
             e.message = format!(
@@ -416,7 +439,7 @@ impl<T: IntoValue, E: std::fmt::Display> IntoValue for Result<T, E> {
 /// `M` is the argument tuple, inferred from the closure.
 pub trait NativeFunction<M>: Send + Sync + 'static {
     fn arity(&self) -> usize;
-    fn call(&self, args: &[Value]) -> Result<Value, String>;
+    fn call(&self, args: &[Value]) -> Result<Value, NativeError>;
 }
 
 macro_rules! native_function {
@@ -431,8 +454,10 @@ macro_rules! native_function {
                 $n
             }
             #[allow(unused_variables)]
-            fn call(&self, args: &[Value]) -> Result<Value, String> {
-                (self)($($a::from_value(&args[$i]).map_err(|e| format!("argument {}: {e}", $i + 1))?),*).into_value()
+            fn call(&self, args: &[Value]) -> Result<Value, NativeError> {
+                (self)($($a::from_value(&args[$i]).map_err(|message| NativeError::Argument { index: $i, message })?),*)
+                    .into_value()
+                    .map_err(NativeError::Failed)
             }
         }
     };
@@ -465,6 +490,22 @@ pub struct Program(Arc<ProgramInner>);
 struct ProgramInner {
     stmts: Vec<Stmt>,
     frame_size: u32,
+    file: u32,
+}
+
+impl Program {
+    /// The functions declared at the top level, in source order.
+    pub(crate) fn top_level_functions(&self) -> impl Iterator<Item = &Arc<crate::syntax::ast::FnDef>> {
+        self.0.stmts.iter().filter_map(|s| match s {
+            Stmt::Fn(def, _) => Some(def),
+            _ => None,
+        })
+    }
+
+    /// The number of the source file the program was compiled from.
+    pub(crate) fn file(&self) -> u32 {
+        self.0.file
+    }
 }
 
 impl Program {
@@ -600,23 +641,28 @@ impl Engine {
     pub fn register_fn<M>(&mut self, name: &str, f: impl NativeFunction<M>) {
         let fname = name.to_string();
         let arity = f.arity();
-        let raw = move |args: &[Value]| -> Result<Value, String> {
+        let func = move |args: &[Value]| -> Result<Value, NativeError> {
             if args.len() != arity {
                 let s = if arity == 1 { "" } else { "s" };
-                return Err(format!("`{fname}` takes {arity} argument{s} but {} were given", args.len()));
+                let n = args.len();
+                let were = if n == 1 { "was" } else { "were" };
+                return Err(NativeError::Arity(format!("`{fname}` takes {arity} argument{s} but {n} {were} given")));
             }
             f.call(args)
         };
-        self.register_raw_fn(name, raw);
+        let native = NativeFn { name: name.to_string(), func: Box::new(func) };
+        self.set_global(name, Value::Native(Arc::new(native)));
     }
 
-    /// Register a function that takes the raw argument values.
+    /// Register a function that takes the raw argument values, for variable arguments. An
+    /// `Err` becomes a script error (of kind `error`) at the call.
     pub fn register_raw_fn(
         &mut self,
         name: &str,
         f: impl Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static,
     ) {
-        let native = NativeFn { name: name.to_string(), func: Box::new(f) };
+        let func = move |args: &[Value]| f(args).map_err(NativeError::Failed);
+        let native = NativeFn { name: name.to_string(), func: Box::new(func) };
         self.set_global(name, Value::Native(Arc::new(native)));
     }
 
@@ -667,6 +713,11 @@ impl Engine {
         Error::new(Arc::new(e), self.sources())
     }
 
+    /// A public [`Error`] for a fault whose spans point into this engine's sources.
+    pub(crate) fn diagnostic(&self, e: RuntimeError) -> Error {
+        self.error(e)
+    }
+
     /// Parse and resolve `text`, reported under `name`, without running it.
     pub fn compile(&mut self, name: &str, text: &str) -> Result<Program, Error> {
         self.record(Replay::Compile { engine: self.id, name: name.to_string(), text: text.to_string() });
@@ -685,7 +736,7 @@ impl Engine {
         })?;
         self.globals = scope;
         self.interp.ensure_globals(self.next_global as usize);
-        let program = Program(Arc::new(ProgramInner { stmts, frame_size }));
+        let program = Program(Arc::new(ProgramInner { stmts, frame_size, file }));
         self.shared.programs.write().unwrap_or_else(|e| e.into_inner()).push(program.clone());
         Ok(program)
     }
@@ -705,6 +756,8 @@ impl Engine {
     /// Run a compiled program; tasks it started keep running (the REPL waits for them later).
     pub fn run_keeping_tasks(&mut self, program: &Program) -> Result<Value, Error> {
         self.interp.ensure_globals(self.next_global as usize);
+        // Limits count per run: a long-lived engine can run a program any number of times.
+        self.interp.budget = crate::interp::RunBudget::new();
         let r = self.interp.run_unit(&program.0.stmts, program.0.frame_size);
         self.unwind_to_result(r)
     }
@@ -730,13 +783,41 @@ impl Engine {
         self.run(&p)
     }
 
-    /// Call a script function by name.
+    /// Call a script function by name, then wait for every task it started, as [`Engine::run`]
+    /// does. A missing function or a wrong number of arguments is an error without a span,
+    /// since the mistake is in the host's call, not in the script.
     pub fn call_fn(&mut self, name: &str, args: Vec<Value>) -> Result<Value, Error> {
         let f = self
             .get_global(name)
-            .ok_or_else(|| Error::plain(ErrorKind::Name, format!("no function named `{name}`")))?;
-        let r = self.interp.call_value(&f, args, Span::default());
-        self.unwind_to_result(r)
+            .ok_or_else(|| Error::plain(ErrorKind::Name, format!("the script has no function named `{name}`")))?;
+        let span = match &f {
+            Value::Func(c) => {
+                let want = c.def.params.len();
+                if want != args.len() {
+                    let s = if want == 1 { "" } else { "s" };
+                    let message = format!("`{name}` takes {want} argument{s} but the host passed {}", args.len());
+                    return Err(Error::plain(ErrorKind::Type, message));
+                }
+                c.def.span
+            }
+            Value::Builtin(_) | Value::Native(_) => Span::default(),
+            other => {
+                let message = format!("`{name}` is {}, not a function", crate::builtins::a_type(other));
+                return Err(Error::plain(ErrorKind::Type, message));
+            }
+        };
+        self.interp.budget = crate::interp::RunBudget::new();
+        let r = self.interp.call_value(&f, args, span);
+        let finished = crate::runtime::scope::finish_root(&mut self.interp, r, span);
+        // The host's call is not part of the script's call stack.
+        let finished = finished.map_err(|e| match e {
+            Unwind::Error(mut err) => {
+                err.stack.retain(|frame| frame.call_span != span);
+                Unwind::Error(err)
+            }
+            other => other,
+        });
+        self.unwind_to_result(finished)
     }
 
     /// Wait for every task still running (the REPL's exit, for instance).
@@ -822,7 +903,7 @@ impl Loader<'_> {
     fn read_module(&self, path: &str, span: Span) -> Result<(String, String), RuntimeError> {
         if let Some(name) = path.strip_prefix("std/") {
             return crate::stdlib::source(name)
-                .map(|text| (format!("<stdlib>/{name}.conc"), text.to_string()))
+                .map(|text| (crate::stdlib::file_name(name), text.to_string()))
                 .ok_or_else(|| {
                     let known = crate::stdlib::names().collect::<Vec<_>>().join(", ");
                     RuntimeError::new(ErrorKind::Name, format!("no standard module \"{path}\""), span)

@@ -187,6 +187,14 @@ impl Error {
         &self.inner
     }
 
+    /// The same error without the call-stack frames whose call sites are in `file`: code a host
+    /// generated to call into the script, which the script's author never wrote.
+    pub fn without_frames_in(&self, file: u32) -> Error {
+        let mut inner = (*self.inner).clone();
+        inner.stack.retain(|f| f.call_span.file != file);
+        Error::new(Arc::new(inner), self.sources.clone())
+    }
+
     /// The process exit status the CLI uses for this error.
     pub fn exit_code(&self) -> i32 {
         match self.inner.kind {

@@ -55,6 +55,7 @@ pub struct Shared {
     pub processes: std::sync::atomic::AtomicUsize,
     /// Processes started by commands and not yet reaped.
     pub subprocesses: std::sync::atomic::AtomicUsize,
+    /// When the engine was made (limits count from the start of each run: see [`RunBudget`]).
     pub started: std::time::Instant,
     /// Identifies this world to the process server, which keeps a copy of it (see
     /// `runtime/zygote.rs`); a forked process keeps its parent's id.
@@ -78,7 +79,8 @@ pub struct Interp {
     pub(crate) closure: Option<Arc<Closure>>,
     depth: u32,
     ticks: u32,
-    ops: u64,
+    /// The limits' counters for the current run, shared by every task of the run.
+    pub budget: Arc<RunBudget>,
     pub cancel: CancelToken,
     /// The scopes (`scope { }` blocks, and the whole script) that own the tasks started here.
     pub scopes: Vec<runtime::scope::ScopeFrame>,
@@ -90,6 +92,21 @@ pub struct Interp {
     /// Blocking calls here wait on behalf of another process, so they never count towards
     /// this process's deadlock detection.
     pub external_waits: bool,
+}
+
+/// What one run has used so far, against [`crate::engine::Limits`]: the operations of all its
+/// tasks together, and the time since the run started (not since the engine was made).
+#[derive(Debug)]
+pub struct RunBudget {
+    /// When the engine was made (limits count from the start of each run: see [`RunBudget`]).
+    pub started: std::time::Instant,
+    pub ops: std::sync::atomic::AtomicU64,
+}
+
+impl RunBudget {
+    pub fn new() -> Arc<RunBudget> {
+        Arc::new(RunBudget { started: std::time::Instant::now(), ops: std::sync::atomic::AtomicU64::new(0) })
+    }
 }
 
 /// The stack is checked every this many nested calls; the red zone covers the calls in between.
@@ -111,7 +128,7 @@ impl Interp {
             closure: None,
             depth: 0,
             ticks: 0,
-            ops: 0,
+            budget: RunBudget::new(),
             cancel,
             scopes: vec![runtime::scope::ScopeFrame::default()],
             max_depth,
@@ -126,6 +143,7 @@ impl Interp {
         let mut child = Interp::new(self.shared.clone(), self.globals.clone(), cancel, max_depth);
         child.modules = self.modules.clone();
         child.engine_id = self.engine_id;
+        child.budget = self.budget.clone();
         child
     }
 
@@ -218,9 +236,14 @@ impl Interp {
         if self.cancel.is_cancelled() {
             return Err(runtime::cancel::cancelled_error(span).into());
         }
-        self.ops += POLL_INTERVAL as u64;
-        self.shared.settings.check_limits(self.ops, self.shared.started, span)?;
+        let ops = self.budget.ops.fetch_add(POLL_INTERVAL as u64, std::sync::atomic::Ordering::Relaxed);
+        self.shared.settings.check_limits(ops + POLL_INTERVAL as u64, self.budget.started, span)?;
         Ok(())
+    }
+
+    /// Check the wall-clock limit; blocking operations call this while they wait.
+    pub fn check_time_limit(&self, span: Span) -> R<()> {
+        self.shared.settings.check_limits(0, self.budget.started, span)
     }
 
     /// Check for cancellation now; used by blocking operations.
@@ -674,14 +697,18 @@ impl Interp {
             }
             other => {
                 let args = self.eval_args(args, span)?;
-                self.call_other(&other, args.vals, span, callee.span())
+                self.call_other(&other, args, span, callee.span())
             }
         }
     }
 
     /// Call a value that is neither a closure nor a builtin; a "not callable" error points at the callee.
-    pub(crate) fn call_other(&mut self, f: &Value, args: Vec<Value>, span: Span, callee_span: Span) -> R<Value> {
-        self.call_value(f, args, span).map_err(|e| match e {
+    pub(crate) fn call_other(&mut self, f: &Value, args: Args, span: Span, callee_span: Span) -> R<Value> {
+        if let Value::Native(n) = f {
+            // The argument spans let a host function's type error point at the bad argument.
+            return crate::engine::call_native(n, args.vals, &args.spans, span);
+        }
+        self.call_value(f, args.vals, span).map_err(|e| match e {
             Unwind::Error(mut err) if err.kind == ErrorKind::Type && err.span == Some(span) => {
                 err.span = Some(callee_span);
                 Unwind::Error(err)
@@ -745,7 +772,7 @@ impl Interp {
         }
         match result {
             r @ Ok(_) => r,
-            r => finish_call(r, def, span),
+            r => finish_call(r, def, span, &self.shared),
         }
     }
 
@@ -776,7 +803,7 @@ impl Interp {
                 }
                 builtins::call(self, *b, a)
             }
-            Value::Native(n) => crate::engine::call_native(n, args, span),
+            Value::Native(n) => crate::engine::call_native(n, args, &[], span),
             other => Err(RuntimeError::new(ErrorKind::Type, format!("a {} is not callable", other.type_name()), span)
                 .with_label(format!("this is a {}, not a function", other.type_name()))
                 .into()),
@@ -863,6 +890,14 @@ impl Interp {
         f: impl FnOnce(&mut Interp, &mut Value) -> R<Value>,
     ) -> R<Value> {
         if matches!(var.slot, Slot::Capture(_)) {
+            // A captured event, cell or channel is a shared handle: `ev.set()` changes the shared
+            // resource, not the closure's copy, so only captured lists and maps are refused.
+            let mut copy = self.slot(var)?;
+            let target = builtins::navigate_mut(&mut copy, path, span)?;
+            if !matches!(target, Value::List(_) | Value::Map(_)) {
+                let mut handle = std::mem::take(target);
+                return f(self, &mut handle);
+            }
             return Err(RuntimeError::new(
                 ErrorKind::Name,
                 format!("cannot change `{}`: it was captured by value", var.name),
@@ -946,10 +981,10 @@ fn pop_frame(stack: &mut Vec<Value>, base: usize) {
 /// The outcome of a call whose body did not simply produce a value.
 #[cold]
 #[inline(never)]
-fn finish_call(result: R<Value>, def: &FnDef, span: Span) -> R<Value> {
+fn finish_call(result: R<Value>, def: &FnDef, span: Span, shared: &Shared) -> R<Value> {
     match result {
         Ok(v) | Err(Unwind::Return(v)) => Ok(v),
-        Err(Unwind::Error(e)) => Err(Unwind::Error(with_frame(e, def, span))),
+        Err(Unwind::Error(e)) => Err(Unwind::Error(with_frame(e, def, span, shared))),
         Err(Unwind::Break | Unwind::Continue) => Ok(Value::Nil),
     }
 }
@@ -957,11 +992,61 @@ fn finish_call(result: R<Value>, def: &FnDef, span: Span) -> R<Value> {
 /// Record the call a failing function was running in, for the call stack in diagnostics.
 #[cold]
 #[inline(never)]
-fn with_frame(mut e: Box<RuntimeError>, def: &FnDef, span: Span) -> Box<RuntimeError> {
+fn with_frame(mut e: Box<RuntimeError>, def: &FnDef, span: Span, shared: &Shared) -> Box<RuntimeError> {
+    if let Some(in_library) = leaving_library(&e, def, span, shared) {
+        return blame_caller(e, def, span, &in_library);
+    }
     if e.stack.len() < 64 || e.kind != ErrorKind::Limit {
         e.stack.push(Frame { function: def.name.clone(), call_span: span });
     }
     e
+}
+
+/// When an error raised inside a standard-library function is leaving it for the script that
+/// called it, a test for "this span is in the library". Errors from the script's own callbacks
+/// already point at the script.
+fn leaving_library(e: &RuntimeError, def: &FnDef, call: Span, shared: &Shared) -> Option<impl Fn(Span) -> bool> {
+    let at = e.span?;
+    let sources = shared.sources.read().unwrap_or_else(|e| e.into_inner());
+    let is_library = |file: u32| sources.get(file).is_some_and(|f| crate::stdlib::is_library_file(&f.name));
+    // The usual case, an error in the script's own code, costs one lookup.
+    if !is_library(at.file) || !is_library(def.span.file) || is_library(call.file) {
+        return None;
+    }
+    let library: Vec<bool> = (0..sources.len() as u32).map(is_library).collect();
+    Some(move |s: Span| library.get(s.file as usize).copied().unwrap_or(false))
+}
+
+/// Point a library error at the script's call, like Rust's `#[track_caller]`: the script's
+/// author needs their own line, not the module's internals. The frames collected so far are
+/// all inside the library, so they go, and so do the library's own tasks among the related
+/// errors (what they point to stays).
+fn blame_caller(
+    mut e: Box<RuntimeError>,
+    def: &FnDef,
+    call: Span,
+    in_library: &impl Fn(Span) -> bool,
+) -> Box<RuntimeError> {
+    e.span = Some(call);
+    e.label = Some(format!("in this call to `{}`", def.name));
+    e.stack.clear();
+    e.related = outside_library(&e.related, in_library);
+    e
+}
+
+fn outside_library(related: &[Arc<RuntimeError>], in_library: &impl Fn(Span) -> bool) -> Vec<Arc<RuntimeError>> {
+    let mut kept = Vec::new();
+    for r in related {
+        if r.span.is_some_and(in_library) {
+            kept.extend(outside_library(&r.related, in_library));
+        } else {
+            let mut r = (**r).clone();
+            r.stack.retain(|f| !in_library(f.call_span));
+            r.related = outside_library(&r.related, in_library);
+            kept.push(Arc::new(r));
+        }
+    }
+    kept
 }
 
 /// The error for `a op b` on ints when the result does not fit.

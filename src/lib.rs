@@ -32,7 +32,7 @@
 //! let err = engine.eval("double(\"x\")").unwrap_err();
 //! assert_eq!(err.kind(), ErrorKind::Type);
 //! assert!(err.message().contains("argument 1: expected an int, got a string"));
-//! assert_eq!(err.location().map(|(_, line, col)| (line, col)), Some((1, 1)));
+//! assert_eq!(err.location().map(|(_, line, col)| (line, col)), Some((1, 8)));
 //!
 //! // 6. A sandbox denies files, the environment and processes until granted.
 //! let mut sandbox = Engine::with_settings(Settings::sandboxed());
@@ -49,10 +49,12 @@ pub mod resolve;
 pub mod runtime;
 pub mod stdlib;
 pub mod syntax;
+pub mod testing;
 pub mod value;
 
 pub use engine::{
-    Capabilities, Engine, FromValue, InterruptHandle, IntoValue, Limits, NativeFunction, Program, Settings, Sink,
+    Capabilities, Engine, FromValue, InterruptHandle, IntoValue, Limits, NativeError, NativeFunction, Program,
+    Settings, Sink,
 };
 pub use error::{Error, ErrorKind};
 pub use value::Value;

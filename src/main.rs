@@ -50,6 +50,8 @@ enum Command {
     },
     /// Start the interactive REPL.
     Repl,
+    /// Run the `test_*` functions of `*_test.conc` files.
+    Test(conc::testing::TestArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +77,7 @@ fn dispatch(cli: Cli) -> u8 {
         (Some(Command::Run { file, args }), _, _) => run_file(&file, args),
         (Some(Command::Check { files }), _, _) => check_files(&files),
         (Some(Command::Repl), _, _) => repl::run(),
+        (Some(Command::Test(args)), _, _) => conc::testing::run(&args),
         (None, Some(code), file) => {
             // With -e, every positional argument belongs to the code as `args`.
             let mut args: Vec<String> = file.map(|f| f.display().to_string()).into_iter().collect();

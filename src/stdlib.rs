@@ -7,7 +7,19 @@ macro_rules! modules {
     };
 }
 
-modules!("strings");
+modules!("fs", "json", "parallel", "path", "strings");
+
+/// The name a standard module's source is reported under: `<stdlib>/json.conc`.
+pub fn file_name(module: &str) -> String {
+    format!("{LIBRARY_PREFIX}{module}.conc")
+}
+
+const LIBRARY_PREFIX: &str = "<stdlib>/";
+
+/// Whether a source file (by the name it is reported under) is a standard module.
+pub fn is_library_file(name: &str) -> bool {
+    name.starts_with(LIBRARY_PREFIX)
+}
 
 pub fn source(name: &str) -> Option<&'static str> {
     MODULES.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)

@@ -124,3 +124,56 @@ fn diagnostics_never_leak_grammar_rule_names() {
         assert!(err.contains("syntax error") || err.contains("reserved"), "{src:?}:\n{err}");
     }
 }
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("conc-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn conc_test_finds_test_files_in_a_directory() {
+    let dir = temp_dir("tests");
+    std::fs::create_dir_all(dir.join("nested")).expect("nested dir");
+    std::fs::write(dir.join("nested/math_test.conc"), "fn test_add() { assert_eq(1 + 1, 2) }\n").expect("write");
+    std::fs::write(dir.join("helper.conc"), "fn test_not_collected() { error(\"not a test file\") }\n").expect("write");
+    let out = conc(&["test", dir.to_str().unwrap()], "");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("test test_add ... ok"), "{stdout}");
+    assert!(stdout.contains("test result: ok. 1 passed; 0 failed; 0 filtered out; 1 file"), "{stdout}");
+    assert_eq!(out.status.code(), Some(0));
+    let listed = conc(&["test", "--list", dir.to_str().unwrap()], "");
+    assert!(text(&listed.stdout).ends_with("math_test.conc: test_add\n"), "{}", text(&listed.stdout));
+}
+
+#[test]
+fn conc_test_without_test_files_fails() {
+    let dir = temp_dir("empty");
+    let out = conc(&["test", dir.to_str().unwrap()], "");
+    assert!(text(&out.stdout).contains("no test files under"), "{}", text(&out.stdout));
+    assert_eq!(out.status.code(), Some(1));
+    let missing = conc(&["test", "/no/such/dir"], "");
+    assert!(text(&missing.stdout).contains("cannot read /no/such/dir: no such file or directory"));
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn conc_test_timeout_cancels_a_hung_test() {
+    let p = temp_file("hang_test.conc", b"fn test_spins() { while true { } }\nfn test_after() { assert(true) }\n");
+    let out = conc(&["test", "--timeout", "0.2", p.to_str().unwrap()], "");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("test test_spins ... FAILED"), "{stdout}");
+    assert!(stdout.contains("`test_spins` took longer than 0.2s"), "{stdout}");
+    // The engine is usable again after the cancelled test.
+    assert!(stdout.contains("test test_after ... ok"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn conc_test_nocapture_prints_as_tests_run() {
+    let p = temp_file("loud_test.conc", b"fn test_loud() { print(\"visible\") }\n");
+    let captured = conc(&["test", p.to_str().unwrap()], "");
+    assert!(!text(&captured.stdout).contains("visible"), "a passing test's output is captured");
+    let shown = conc(&["test", "--nocapture", p.to_str().unwrap()], "");
+    assert!(text(&shown.stdout).contains("visible\n"), "{}", text(&shown.stdout));
+}

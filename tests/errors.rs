@@ -145,3 +145,51 @@ fn command_failures() {
     check("let h = start(\"sh\", \"-c\", \"exit 2\")\nwait h", ErrorKind::Command, "exited with status 2", 1, 9);
     check("for l in cmd(\"sh\", \"-c\", \"exit 5\").lines() { }", ErrorKind::Command, "exited with status 5", 1, 10);
 }
+
+/// An error raised inside a standard module points at the script's call of the module
+/// function, like Rust's `#[track_caller]`, not at the module's internals.
+#[test]
+fn std_module_errors_point_at_the_scripts_call() {
+    check(
+        "import \"std/json\"\nlet v = json.decode(\"[1,\")",
+        ErrorKind::User,
+        "invalid JSON at line 1, column 4",
+        2,
+        9,
+    );
+    let err = fails("import \"std/json\"\njson.decode(\"[1,\")");
+    assert_eq!(err.details().label.as_deref(), Some("in this call to `decode`"));
+    assert!(err.stack_trace().is_empty(), "the module's own frames are dropped: {:?}", err.stack_trace());
+    check("import \"std/strings\"\n\nstrings.table(5)", ErrorKind::User, "expects a list of rows, got int", 3, 1);
+}
+
+/// When the script's own callback fails inside a module, the error is raised at the call
+/// and the failure inside the callback is kept, with its own span, as a related error.
+#[test]
+fn a_callback_failing_inside_a_module_keeps_its_span() {
+    let src = "import \"std/parallel\"\nparallel.map([1, 0], 2, fn(x) {\n    10 // x\n})";
+    let err = fails(src);
+    assert_eq!(err.kind(), ErrorKind::Arithmetic);
+    assert_eq!(err.location().map(|(_, l, c)| (l, c)), Some((2, 1)));
+    let related = &err.details().related;
+    assert_eq!(related.len(), 1, "only the script's failure, not the module's tasks: {related:?}");
+    assert_eq!(related[0].span.map(|s| s.start), Some(src.find("x\n}").unwrap() as u32));
+}
+
+#[test]
+fn sandbox_denies_file_reading_builtins() {
+    let mut sandbox = Engine::with_settings(conc::Settings::sandboxed());
+    for src in ["open(\"/etc/hostname\")", "stat(\"/\")", "import \"std/fs\"\nfs.walk(\"/\")"] {
+        let err = sandbox.eval(src).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Permission, "{src}");
+        assert!(err.message().contains("file system access is not allowed"), "{src}: {}", err.message());
+    }
+}
+
+#[test]
+fn file_builtin_faults() {
+    check("open(\"/no/such/file\")", ErrorKind::Io, "/no/such/file: no such file or directory", 1, 6);
+    check("open(\"/\")", ErrorKind::Io, "/: is a directory", 1, 6);
+    check("stat(\"/no/such\")", ErrorKind::Io, "/no/such: no such file or directory", 1, 6);
+    check("let f = open(\"Cargo.toml\")\nf.seek(0)", ErrorKind::Type, "a file has no method `seek`", 2, 3);
+}

@@ -6,6 +6,9 @@
 //! - `NAME.code` expected exit status (missing = 0)
 //! - `NAME.stdin` optional input, `NAME.args` optional arguments (one per line)
 //!
+//! A script whose name ends in `_test.conc` is a test file: it runs as `conc test NAME_test.conc`,
+//! so its expected output is the test runner's report.
+//!
 //! Set `CONC_BLESS=1` to rewrite the expected files from what the scripts do now.
 
 use std::path::{Path, PathBuf};
@@ -38,7 +41,9 @@ struct Outcome {
 
 fn run(script: &Path) -> Outcome {
     let args: Vec<String> = read_or(&script.with_extension("args"), "").lines().map(str::to_string).collect();
+    let is_test_file = script.to_string_lossy().ends_with("_test.conc");
     let mut child = Command::new(env!("CARGO_BIN_EXE_conc"))
+        .args(is_test_file.then_some("test"))
         .arg(script)
         .args(&args)
         .env("NO_COLOR", "1")

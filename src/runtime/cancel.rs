@@ -84,6 +84,7 @@ pub fn sleep(interp: &Interp, d: Duration, span: Span) -> R<()> {
     let deadline = Instant::now() + d;
     loop {
         interp.check_cancel(span)?;
+        interp.check_time_limit(span)?;
         let now = Instant::now();
         if now >= deadline {
             return Ok(());

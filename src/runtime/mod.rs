@@ -5,6 +5,7 @@ pub mod broker;
 pub mod cancel;
 pub mod channel;
 pub mod command;
+pub mod file;
 pub mod fork;
 pub mod ipc;
 pub mod pool;
@@ -39,6 +40,7 @@ pub fn all_builtins() -> Vec<(&'static str, Builtin)> {
     all.push(("pipe", channel::make_pipe));
     all.extend_from_slice(command::BUILTINS);
     all.extend_from_slice(signal::BUILTINS);
+    all.extend_from_slice(file::BUILTINS);
     all
 }
 
@@ -97,6 +99,9 @@ pub fn object_field(interp: &Interp, v: &Value, name: &str, span: Span) -> R<Val
     if let Some(f) = command::field(v, name) {
         return Ok(f);
     }
+    if let Some(f) = file::field(v, name) {
+        return Ok(f);
+    }
     no_field(v, name, span, "")
 }
 
@@ -123,6 +128,9 @@ pub fn object_method(interp: &mut Interp, v: &Value, name: &str, name_span: Span
         return r;
     }
     if let Some(r) = command::method(interp, v, name, name_span, &a) {
+        return r;
+    }
+    if let Some(r) = file::method(interp, v, name, name_span, &a) {
         return r;
     }
     fail(ErrorKind::Type, format!("{} has no method `{name}`", crate::builtins::a_type(v)), name_span)
@@ -187,6 +195,9 @@ pub fn iterate_next(interp: &mut Interp, v: &Value, span: Span) -> R<Option<Valu
         return r;
     }
     if let Some(r) = command::iterate_next(interp, v, span) {
+        return r;
+    }
+    if let Some(r) = file::iterate_next(interp, v, span) {
         return r;
     }
     fail(ErrorKind::Type, format!("cannot iterate over {}", crate::builtins::a_type(v)), span)

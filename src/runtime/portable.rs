@@ -298,11 +298,11 @@ impl Importer<'_> {
 /// A host function seen from a forked process: calling it explains why it cannot run there.
 fn unavailable_native(name: String) -> Value {
     let shown = name.clone();
-    let func = move |_: &[Value]| -> Result<Value, String> {
-        Err(format!(
+    let func = move |_: &[Value]| -> Result<Value, crate::engine::NativeError> {
+        Err(crate::engine::NativeError::Failed(format!(
             "`{shown}` is a native function of the host program, and cannot run in a forked process; \
              call it before the fork and send the result"
-        ))
+        )))
     };
     Value::Native(Arc::new(crate::engine::NativeFn { name, func: Box::new(func) }))
 }

@@ -56,7 +56,7 @@ fn block<T>(
     loop {
         interp.check_cancel(span)?;
         // Blocked time counts against a wall-clock limit too.
-        interp.shared.settings.check_limits(0, interp.shared.started, span)?;
+        interp.check_time_limit(span)?;
         let slice = match deadline {
             Some(d) => {
                 let now = Instant::now();

@@ -838,16 +838,11 @@ impl Engine {
 
 /// Parsing recurses on nesting; give it room whatever thread the host calls from.
 fn parse_in_big_stack(text: &str, file: u32) -> Result<Vec<Stmt>, RuntimeError> {
-    let text_owned = text.to_string();
-    let result = std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .stack_size(256 << 20)
-            .spawn_scoped(s, move || parse_program(&text_owned, file))
-            .map(|h| h.join())
-    });
+    // A fresh stack segment, not a thread: nesting is capped, so this bounds the depth.
+    let result = std::panic::catch_unwind(|| stacker::grow(256 << 20, || parse_program(text, file)));
     match result {
-        Ok(Ok(Ok(stmts))) => Ok(stmts),
-        Ok(Ok(Err(e))) => {
+        Ok(Ok(stmts)) => Ok(stmts),
+        Ok(Err(e)) => {
             let mut err = RuntimeError::new(ErrorKind::Syntax, e.message, e.span).with_label(e.label);
             err.help = e.help;
             Err(err)

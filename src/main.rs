@@ -62,12 +62,9 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     quiet_panics();
-    // The interpreter runs on its own thread so the main thread can stay free for signals.
-    let worker = std::thread::Builder::new().name("conc-main".into()).stack_size(64 << 20).spawn(move || dispatch(cli));
-    let code = match worker.map(|h| h.join()) {
-        Ok(Ok(code)) => code,
-        _ => 70,
-    };
+    // Signals are taken by their own thread (see `install_interrupt`), and the interpreter
+    // grows its stack on demand, so the script runs right here: no thread to start.
+    let code = std::panic::catch_unwind(move || dispatch(cli)).unwrap_or(70);
     conc::runtime::procs::shutdown();
     ExitCode::from(code)
 }

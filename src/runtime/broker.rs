@@ -31,6 +31,9 @@ enum Request {
         id: u64,
         method: String,
         args: Vec<Wire>,
+        /// The globals that functions among the arguments reach (an `update` function, say),
+        /// with the caller's values, as `fork` sends them.
+        globals: Vec<(u32, Wire)>,
         span: Span,
     },
     Field {
@@ -320,9 +323,18 @@ fn carry_out(
             }
             Err(e) => Err(RuntimeError::new(ErrorKind::Task, e, span).into()),
         },
-        Request::Call { method, args, .. } => {
+        Request::Call { method, args, globals, .. } => {
             let mut a = Args::new(span, args.len());
             let mut bad = None;
+            for (slot, w) in globals {
+                match im.value(w) {
+                    Ok(v) => {
+                        interp.ensure_globals(slot as usize + 1);
+                        interp.globals[slot as usize] = v;
+                    }
+                    Err(e) => bad = Some(e),
+                }
+            }
             for w in args {
                 match im.value(w) {
                     Ok(v) => a.push(v, span),
@@ -492,6 +504,16 @@ pub fn flush_all() {
     }
 }
 
+/// Between the items a pool worker runs: push out every queued send, keeping the
+/// connections open for the next item.
+pub fn flush_sends() {
+    let conns: Vec<Arc<Conn>> =
+        ALL.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+    for c in conns {
+        c.flush();
+    }
+}
+
 /// At the end of a task: wait until this thread's sends are carried out, and raise the
 /// first one that failed (a send on a channel closed meanwhile, say).
 pub fn settle(interp: &Interp) -> R<()> {
@@ -590,6 +612,10 @@ impl Conn {
     }
 
     fn close(&self) {
+        // Once closed, the writer has gone: a second close must not wait for it.
+        if guard(&self.out).closed {
+            return;
+        }
         self.push(&Request::Bye);
         self.flush();
         let mut out = guard(&self.out);
@@ -684,10 +710,12 @@ impl Remote {
                     .map_err(|u| super::portable::unportable_error(&format!("argument {}", i + 1), u, a.span(i)))?,
             );
         }
+        let globals = super::fork::reachable_globals(interp, &a.vals)?;
         let id = self.r.id;
         let method = name.to_string();
         let span = a.call;
-        c.call(interp, &self.r, |seq| Request::Call { seq, id, method, args, span }, span).map(Remote::value_of)
+        c.call(interp, &self.r, |seq| Request::Call { seq, id, method, args, globals, span }, span)
+            .map(Remote::value_of)
     }
 
     pub fn field(&self, interp: &Interp, name: &str, span: Span) -> R<Value> {

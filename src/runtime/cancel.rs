@@ -52,6 +52,12 @@ impl CancelToken {
 
 /// Set by SIGTERM or SIGINT in a forked conc process: every task of the process stops.
 static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+static STOP_SIGNAL: std::sync::OnceLock<Arc<std::sync::atomic::AtomicUsize>> = std::sync::OnceLock::new();
+
+/// The signal that stopped this forked process, if one did.
+pub fn stop_signal() -> Option<i32> {
+    STOP_SIGNAL.get().map(|s| s.load(Ordering::Relaxed) as i32).filter(|s| *s != 0)
+}
 
 fn stop_requested() -> bool {
     STOP.get().is_some_and(|f| f.load(Ordering::Relaxed))
@@ -62,9 +68,11 @@ fn stop_requested() -> bool {
 pub fn stop_on_signals() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = STOP.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
+    let which = STOP_SIGNAL.get_or_init(|| Arc::new(std::sync::atomic::AtomicUsize::new(0))).clone();
     for sig in [SIGTERM, SIGINT] {
         let ids = [
             signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone()),
+            signal_hook::flag::register_usize(sig, which.clone(), sig as usize),
             signal_hook::flag::register(sig, flag.clone()),
         ];
         // A script's own `on_signal` handler replaces these.

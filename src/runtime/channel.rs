@@ -229,6 +229,16 @@ pub fn select(interp: &mut Interp, arms: &[SelectArm], span: Span) -> R<Value> {
         match arm {
             SelectArm::Recv { chan, .. } => {
                 let c = interp.eval(chan)?;
+                if c.downcast::<super::broker::Remote>().is_some() {
+                    return Err(RuntimeError::new(
+                        ErrorKind::Type,
+                        "`select` cannot wait on a channel that belongs to another process",
+                        chan.span(),
+                    )
+                    .with_label("this channel was made in another process")
+                    .with_help("receive from it with `ch.recv(timeout)`, or forward it into a channel of this process from a `spawn`ed task")
+                    .into());
+                }
                 if channel_of(&c).is_none() {
                     return Err(RuntimeError::new(
                         ErrorKind::Type,

@@ -120,7 +120,8 @@ fn source_text(interp: &Interp, span: Span) -> String {
 
 /// A signal by name (`"TERM"`, `"SIGKILL"`, …).
 pub fn signal_number(name: &str) -> Option<i32> {
-    let n = name.trim_start_matches("SIG");
+    let upper = name.to_ascii_uppercase();
+    let n = upper.trim_start_matches("SIG");
     Some(match n {
         "HUP" => 1,
         "INT" => 2,

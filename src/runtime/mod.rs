@@ -158,7 +158,8 @@ fn task_method(interp: &mut Interp, t: &Arc<Task>, name: &str, name_span: Span, 
                 Some(Value::Str(s)) => fork::signal_number(s)
                     .ok_or_else(|| RuntimeError::new(ErrorKind::Value, format!("unknown signal `{s}`"), a.span(0)))?,
                 Some(_) => a.int(0, "kill")? as i32,
-                None => 9,
+                // The same default as the `kill(task)` builtin and the shell's `kill`.
+                None => 15,
             };
             let extra = t.extra.lock().unwrap_or_else(|e| e.into_inner());
             match extra.as_ref() {
@@ -170,6 +171,13 @@ fn task_method(interp: &mut Interp, t: &Arc<Task>, name: &str, name_span: Span, 
                     "only process and command tasks can be killed; use `cancel()` for threads",
                     name_span,
                 ),
+            }
+        }
+        _ if a.vals.is_empty() && t.extra.lock().unwrap_or_else(|e| e.into_inner()).is_some() => {
+            let answer = t.extra.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|x| x.method(name));
+            match answer {
+                Some(v) => Ok(v),
+                None => fail(ErrorKind::Type, format!("a task has no method `{name}`"), name_span),
             }
         }
         _ => fail(ErrorKind::Type, format!("a task has no method `{name}`"), name_span).map_err(|e| match e {

@@ -421,6 +421,11 @@ impl Server {
         }
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
         for w in watches.iter_mut() {
+            if w.pid.is_none() {
+                let span = w.span();
+                w.finish(Err(Arc::new(refused("the process server exited", span))));
+                continue;
+            }
             w.read();
             w.advance(Some(ExitStatus::Signal(9)));
         }
@@ -482,7 +487,9 @@ impl Watch {
     /// Move on with what is known: complete the task once its outcome (or its death) is
     /// known, and record the exit status once the server reports it.
     fn advance(&mut self, status: Option<ExitStatus>) {
-        if self.task.is_some() {
+        // The outcome can overtake the server's report of the pid; errors name the pid, and
+        // the handle's fields must be complete when `wait` returns, so completion waits for it.
+        if self.task.is_some() && self.pid.is_some() {
             let result = match (self.outcome.take(), status) {
                 (Some(outcome), _) => Some(self.result_of(outcome)),
                 (None, Some(s)) if self.eof => Some(self.death(s)),
@@ -596,7 +603,8 @@ impl ProcessInfo {
 pub fn process_field(info: &ProcessInfo, name: &str, done: bool) -> Option<Value> {
     Some(match name {
         "pid" => Value::Int(info.pid() as i64),
-        "alive" => Value::Bool(info.status().is_none()),
+        // A finished task's process is ending: wait for its exit so `alive` agrees with `wait`.
+        "alive" => Value::Bool(info.final_status(done).is_none()),
         "exit_code" => match info.final_status(done) {
             Some(ExitStatus::Code(c)) => Value::Int(c as i64),
             _ => Value::Nil,
@@ -627,7 +635,7 @@ impl TaskExtra for ProcessHandle {
 
     fn method(&self, name: &str) -> Option<Value> {
         match name {
-            "is_alive" => Some(Value::Bool(self.info.status().is_none())),
+            "is_alive" => self.field("alive"),
             _ => None,
         }
     }

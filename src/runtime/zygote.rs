@@ -543,6 +543,18 @@ fn redirect(fd: &OwnedFd, to: RawFd) {
     }
 }
 
+/// A TERM or INT has cancelled this process and its cleanup has run: end by that signal,
+/// so the parent sees the same status whether the signal came before or after the child
+/// started running conc code.
+fn die_by(sig: i32) -> ! {
+    super::broker::flush_all();
+    if let Ok(s) = Signal::try_from(sig) {
+        set_disposition(s, SigHandler::SigDfl);
+        let _ = nix::sys::signal::raise(s);
+    }
+    exit_now(128 + sig)
+}
+
 #[allow(unsafe_code)]
 fn exit_now(code: i32) -> ! {
     super::broker::flush_all();
@@ -599,6 +611,11 @@ fn run_job(engine: &Engine, name: &str, span: Span, job: Job, result: UnixStream
         return work_loop(&mut interp, &func, span, result);
     }
     let outcome = call_once(&mut interp, &func, vec![], span);
+    if let (Err(e), Some(sig)) = (&outcome, super::cancel::stop_signal()) {
+        if e.kind == ErrorKind::Cancelled {
+            die_by(sig);
+        }
+    }
     let (out, code) = match outcome {
         Ok(v) => match (Exporter { shared: &shared }).value(&v) {
             Ok(w) => (Outcome::Value(w), 0),
@@ -694,7 +711,7 @@ fn work_loop(interp: &mut Interp, func: &Value, span: Span, sock: UnixStream) ->
                 FromWorker::Called { id, result }
             }
         };
-        super::broker::flush_all();
+        super::broker::flush_sends();
         if send_frame(&sock, &encode(&reply)).is_err() {
             return 0;
         }

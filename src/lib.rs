@@ -57,4 +57,6 @@ pub use engine::{
     Settings, Sink,
 };
 pub use error::{Error, ErrorKind};
+/// Call first thing in a host's `main` so its scripts can `fork` (see `docs/embedding.md`).
+pub use runtime::zygote::serve_if_asked as serve_processes;
 pub use value::Value;

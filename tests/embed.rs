@@ -26,6 +26,9 @@ fn sandboxed_engine_denies_until_granted() {
 
 #[test]
 fn host_cancels_a_script_running_a_pool() {
+    // This test binary cannot serve processes itself (re-executed, it would run the test
+    // harness), so the example's forks are served by the conc binary.
+    std::env::set_var("CONC_EXE", env!("CARGO_BIN_EXE_conc"));
     cancel_pool::main();
 }
 

@@ -12,6 +12,7 @@ pub mod pool;
 pub mod portable;
 pub mod procpool;
 pub mod procs;
+pub mod pump;
 pub mod registry;
 pub mod scope;
 pub mod signal;

@@ -253,6 +253,11 @@ fn collect(
         while rx.recv().is_ok() {}
         return Err(item_failure(*e, i, span).into());
     }
+    // Workers stop early only when the map is cancelled: never return part of the results.
+    if done.len() < n {
+        interp.check_cancel(span)?;
+        return Err(super::cancel::cancelled_error(span).into());
+    }
     Ok(done)
 }
 

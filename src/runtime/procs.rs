@@ -41,6 +41,8 @@ pub struct Server {
 
 /// A forked child whose outcome the reactor is collecting, then whose exit it waits for.
 struct Watch {
+    /// The child's output on its way to a host's sink; the task completes once it is all there.
+    output: super::pump::ChildOutput,
     req: u64,
     pid: Option<i32>,
     sock: Arc<UnixStream>,
@@ -116,11 +118,11 @@ fn server_binary() -> Result<std::path::PathBuf, String> {
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the conc binary: {e}"))?;
     let is_conc = exe.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "conc" || n.starts_with("conc-"));
-    if is_conc {
+    if is_conc || super::zygote::host_serves() {
         Ok(exe)
     } else {
         Err(format!(
-            "processes are served by the conc binary, and this program ({}) is not it: set CONC_EXE to the path of `conc`",
+            "processes are served by the conc binary, and this program ({}) is not it: call `conc::serve_processes()` first thing in its `main`, or set CONC_EXE to the path of `conc`",
             exe.display()
         ))
     }
@@ -172,7 +174,17 @@ impl Server {
 
     /// Send a start request for a child that runs `job`, with `result` as its end of the
     /// result socket; the reply comes to the reactor under the returned request number.
-    fn request(&self, req: u64, interp: &Interp, name: &str, span: Span, job: Job, result: UnixStream) -> R<()> {
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &self,
+        req: u64,
+        interp: &Interp,
+        name: &str,
+        span: Span,
+        job: Job,
+        result: UnixStream,
+        output: [std::os::fd::RawFd; 2],
+    ) -> R<()> {
         let shared = &interp.shared;
         let io = |e: std::io::Error| -> crate::interp::Unwind {
             RuntimeError::new(ErrorKind::Io, format!("the process server is gone: {e}"), span).into()
@@ -187,7 +199,7 @@ impl Server {
             span,
             job,
         };
-        let fds = [result.as_raw_fd(), 0, 1, 2];
+        let fds = [result.as_raw_fd(), 0, output[0], output[1]];
         ipc::send(&self.ctl, &encode(&msg), &fds).map_err(io)
     }
 
@@ -198,7 +210,11 @@ impl Server {
         // Registered before the request goes out, so the reply cannot arrive first.
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(req, tx);
-        if let Err(e) = self.request(req, interp, name, span, job, result) {
+        // A pool worker's output is passed on as it comes; nothing waits for it to drain.
+        let mut output = super::pump::ChildOutput::new(&interp.shared, || {}).map_err(|e| pipe_error(&e, span))?;
+        let sent = self.request(req, interp, name, span, job, result, output.fds());
+        output.sent();
+        if let Err(e) = sent {
             self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&req);
             return Err(e);
         }
@@ -224,10 +240,16 @@ impl Server {
             .map_err(|e| RuntimeError::new(ErrorKind::Io, format!("cannot make a socket for a process: {e}"), span))?;
         let _ = mine.set_nonblocking(true);
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let me = self.clone();
+        let mut output =
+            super::pump::ChildOutput::new(&interp.shared, move || me.poke()).map_err(|e| pipe_error(&e, span))?;
         // Held while the request goes out, so the reactor finds the watch for the reply.
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        self.request(req, interp, &task.name, span, job, theirs)?;
+        let sent = self.request(req, interp, &task.name, span, job, theirs, output.fds());
+        output.sent();
+        sent?;
         watches.push(Watch {
+            output,
             req,
             pid: None,
             sock: Arc::new(mine),
@@ -433,6 +455,10 @@ impl Server {
     }
 }
 
+fn pipe_error(e: &std::io::Error, span: Span) -> crate::interp::Unwind {
+    RuntimeError::new(ErrorKind::Io, format!("cannot make a pipe for a process's output: {e}"), span).into()
+}
+
 fn refused(reason: &str, span: Span) -> RuntimeError {
     RuntimeError::new(ErrorKind::Io, format!("cannot start a process: {reason}"), span)
         .with_label("this process was not started")
@@ -489,7 +515,7 @@ impl Watch {
     fn advance(&mut self, status: Option<ExitStatus>) {
         // The outcome can overtake the server's report of the pid; errors name the pid, and
         // the handle's fields must be complete when `wait` returns, so completion waits for it.
-        if self.task.is_some() && self.pid.is_some() {
+        if self.task.is_some() && self.pid.is_some() && self.output.drained() {
             let result = match (self.outcome.take(), status) {
                 (Some(outcome), _) => Some(self.result_of(outcome)),
                 (None, Some(s)) if self.eof => Some(self.death(s)),

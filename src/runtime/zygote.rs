@@ -30,6 +30,23 @@ use std::sync::Arc;
 /// Set in the environment of the exec'd server; the binary's `main` checks it first.
 pub const SERVER_ENV: &str = "CONC_PROCESS_SERVER";
 
+static HOST_SERVES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For a program that embeds conc: call this first thing in `main`, while the program has
+/// one thread. When this process was started to serve `fork`, it serves and never returns;
+/// otherwise it notes that this program's own binary can serve its scripts' processes.
+pub fn serve_if_asked() {
+    if std::env::var_os(SERVER_ENV).is_some() {
+        serve();
+    }
+    HOST_SERVES.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`serve_if_asked`] has run in this process.
+pub fn host_serves() -> bool {
+    HOST_SERVES.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 #[derive(Serialize, Deserialize, Debug)]
 pub enum ToServer {
     /// A world the server has not seen: how to make its engines.

@@ -46,10 +46,8 @@ fn a_sandbox_denies_processes_at_their_span() {
 
 #[test]
 fn granting_fork_lets_a_sandboxed_script_fork() {
-    let mut e = engine(Settings {
-        capabilities: Capabilities { fork: true, ..Capabilities::none() },
-        ..Settings::sandboxed()
-    });
+    let mut e =
+        engine(Settings { capabilities: Capabilities { fork: true, ..Capabilities::none() }, ..Settings::sandboxed() });
     assert_eq!(e.eval("wait fork { [6 * 7, \"from a child\"] }").unwrap().repr(), "[42, \"from a child\"]");
     let ys = e.eval("pool map fn(x) { x + 1 } over range(5) with {backend: \"processes\", workers: 2}").unwrap();
     assert_eq!(ys.repr(), "[1, 2, 3, 4, 5]");
@@ -63,9 +61,12 @@ fn granting_fork_lets_a_sandboxed_script_fork() {
 #[test]
 fn the_process_limit_counts_children_alive_at_once() {
     let two = || limited(Limits { max_processes: Some(2), ..Limits::default() });
-    let src = "let gate = pipe()\nlet a = fork { gate.recv() }\nlet b = fork { gate.recv() }\nlet c = fork { gate.recv() }";
+    let src =
+        "let gate = pipe()\nlet a = fork { gate.recv() }\nlet b = fork { gate.recv() }\nlet c = fork { gate.recv() }";
     check(&mut two(), src, ErrorKind::Limit, "process limit of 2 reached", 4, 9);
-    let err = two().eval("let gate = pipe()\nlet a = fork { gate.recv() }\nlet b = fork { gate.recv() }\nfork { 1 }").unwrap_err();
+    let err = two()
+        .eval("let gate = pipe()\nlet a = fork { gate.recv() }\nlet b = fork { gate.recv() }\nfork { 1 }")
+        .unwrap_err();
     assert_eq!(err.details().label.as_deref(), Some("this process would be one too many"));
     assert_eq!(two().eval("wait [fork { 1 }, fork { 2 }]").unwrap().repr(), "[1, 2]");
     let pool = "pool map fn(x) { x } over range(8) with {backend: \"processes\", workers: 2}";

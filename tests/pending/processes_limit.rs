@@ -10,7 +10,8 @@ fn the_process_limit_gives_slots_back_at_wait() {
         assert_eq!(e.eval("let n = 0\nfor i in range(20) { n += wait fork { i } }\nn").unwrap(), Value::Int(190));
     }
     let mut e = limited(Limits { max_processes: Some(2), ..Limits::default() });
-    let src = "let gate = pipe()\nlet a = fork { gate.recv() }\nlet b = fork { gate.recv() }\nlet c = fork { gate.recv() }";
+    let src =
+        "let gate = pipe()\nlet a = fork { gate.recv() }\nlet b = fork { gate.recv() }\nlet c = fork { gate.recv() }";
     check(&mut e, src, ErrorKind::Limit, "process limit of 2 reached", 4, 9);
     assert_eq!(e.eval("wait [fork { 1 }, fork { 2 }]").unwrap().repr(), "[1, 2]");
 }

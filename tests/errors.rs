@@ -193,3 +193,106 @@ fn file_builtin_faults() {
     check("stat(\"/no/such\")", ErrorKind::Io, "/no/such: no such file or directory", 1, 6);
     check("let f = open(\"Cargo.toml\")\nf.seek(0)", ErrorKind::Type, "a file has no method `seek`", 2, 3);
 }
+
+/// Forked children are served by the conc binary; this test binary is not it.
+fn processes() {
+    std::env::set_var("CONC_EXE", env!("CARGO_BIN_EXE_conc"));
+}
+
+#[test]
+fn errors_in_children_name_the_fork_and_the_failure() {
+    processes();
+    let src = "fn parse(t) {\n  int(t)\n}\nlet h = fork parse(\"80a\")\nwait h";
+    check(src, ErrorKind::Value, "cannot convert \"80a\" to an int", 4, 9);
+    let err = fails(src);
+    assert_eq!(err.details().label.as_deref(), Some("task fork@4 started here failed"));
+    let related = &err.details().related;
+    assert_eq!(related.len(), 1, "{related:?}");
+    assert_eq!(
+        related[0].span.map(|s| s.start as usize),
+        Some(src.find("int(t)").unwrap() + 4),
+        "the argument that failed"
+    );
+    check("let x = fork {\n  1 // 0\n}\nwait x", ErrorKind::Arithmetic, "division by zero", 1, 9);
+    check(
+        "let gate = pipe()\nlet h = fork { gate.recv() }\nh.kill(\"KILL\")\nwait h",
+        ErrorKind::Task,
+        "killed by SIGKILL before it finished",
+        2,
+        9,
+    );
+}
+
+#[test]
+fn unportable_captures_are_errors_at_the_capture() {
+    processes();
+    let crossing = "cannot cross into another process: it is a task handle";
+    check("let t = spawn { 1 }\nwait t\nfork {\n  wait t\n}", ErrorKind::Type, crossing, 4, 8);
+    check("let t = spawn { 1 }\nwait t\nlet f = fn() { t }\nfork f()", ErrorKind::Type, crossing, 3, 16);
+    check("let h = start(\"true\")\nwait h\nfork { h.pid }", ErrorKind::Type, crossing, 3, 8);
+    let file = "`f` cannot cross into another process: it is a file";
+    check("let f = open(\"Cargo.toml\")\nfork {\n    f.read_line()\n}", ErrorKind::Type, file, 3, 5);
+    let err = fails("let f = open(\"Cargo.toml\")\nfork { f }");
+    assert_eq!(err.details().label.as_deref(), Some("this value cannot be sent to another process"));
+    let items = "item 1 cannot cross into another process";
+    check(
+        "let t = spawn { 1 }\nwait t\npool map fn(x) { x } over [1, t] with {backend: \"processes\"}",
+        ErrorKind::Type,
+        items,
+        3,
+        1,
+    );
+}
+
+#[test]
+fn process_pool_failures_name_the_item_and_both_spans() {
+    processes();
+    let src = "fn risky(x) { if x == 3 { 1 // (x - 3) } else { x } }\nlet ys = pool map risky over range(6) with {backend: \"processes\", workers: 2}";
+    check(src, ErrorKind::Arithmetic, "item 3 failed: division by zero", 2, 10);
+    let err = fails(src);
+    assert_eq!(err.details().label.as_deref(), Some("item 3 of this `pool map` failed"));
+    let related = &err.details().related;
+    assert_eq!(related.len(), 1, "{related:?}");
+    assert_eq!(related[0].span.map(|s| s.start as usize), Some(src.find("x - 3").unwrap()), "the zero divisor");
+    let killed = "fn f(x) { if x == 1 { kill(pid(), \"KILL\") }; x }\nlet ys = pool map f over range(3) with {backend: \"processes\", workers: 1, chunk: 1}";
+    check(killed, ErrorKind::Task, "killed by SIGKILL while running item 1", 2, 10);
+    let err = fails(killed);
+    assert!(err.message().starts_with("worker pid "), "{}", err.message());
+    assert!(
+        err.details().help.as_deref().is_some_and(|h| h.contains("errors: \"collect\"")),
+        "{:?}",
+        err.details().help
+    );
+}
+
+#[test]
+fn peer_deaths_are_errors_at_the_blocked_call() {
+    processes();
+    let lock = "let m = mutex()\nlet held = pipe()\nlet gate = pipe()\nlet o = fork { lock m { held.send(1); gate.recv() } }\nheld.recv()\no.kill(\"KILL\")\nlock m { 1 }";
+    check(lock, ErrorKind::Task, "lock owner died: pid", 7, 6);
+    assert!(fails(lock).message().ends_with("killed by SIGKILL"), "{}", fails(lock).message());
+    let chan = "let ch = pipe()\nlet gate = pipe()\nlet f = fork { ch.send(1); gate.recv() }\nch.recv()\nf.kill(\"KILL\")\nlet v = ch.recv()";
+    check(chan, ErrorKind::Task, "channel closed: pid", 6, 9);
+    let err = fails(chan);
+    assert!(err.message().ends_with("killed by SIGKILL"), "{}", err.message());
+    assert_eq!(err.details().label.as_deref(), Some("the channel closed under this call"));
+}
+
+#[test]
+fn signal_mistakes_are_pointed_at() {
+    processes();
+    check("kill(pid(), \"BOGUS\")", ErrorKind::Value, "unknown signal `BOGUS`", 1, 13);
+    check("let x = 1\nkill(0)", ErrorKind::Value, "0 is not a process id", 2, 6);
+    check("kill(pid(), [1])", ErrorKind::Type, "a signal is a name or a number from 1 to 64", 1, 13);
+    check("let t = spawn { 1 }\nwait t\nkill(t)", ErrorKind::Type, "a thread task cannot be sent a signal", 3, 6);
+    check("on_signal(\"KILL\", fn(s) { })", ErrorKind::Value, "SIGKILL and SIGSTOP cannot be caught", 1, 11);
+    check("on_signal(\"TERM\", 5)", ErrorKind::Type, "a signal handler is a function, not an int", 1, 19);
+    check(
+        "let gate = pipe()\nlet h = fork { gate.recv() }\nh.kill(\"NOPE\")",
+        ErrorKind::Value,
+        "unknown signal `NOPE`",
+        3,
+        8,
+    );
+    check("let t = spawn { 1 }\nt.kill()", ErrorKind::Type, "only process and command tasks can be killed", 2, 3);
+}

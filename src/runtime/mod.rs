@@ -162,6 +162,7 @@ fn task_method(interp: &mut Interp, t: &Arc<Task>, name: &str, name_span: Span, 
                 // The same default as the `kill(task)` builtin and the shell's `kill`.
                 None => 15,
             };
+            broker::flush_sends();
             let extra = t.extra.lock().unwrap_or_else(|e| e.into_inner());
             match extra.as_ref() {
                 Some(x) => {

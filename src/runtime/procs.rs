@@ -431,7 +431,6 @@ impl Server {
                 let span = w.task.as_ref().map(|t| t.span).unwrap_or_default();
                 w.finish(Err(Arc::new(refused(&reason, span))));
                 w.info.set_pid(0);
-                w.shared.release_process();
             }
         }
     }
@@ -527,12 +526,15 @@ impl Watch {
         }
         if let (None, Some(s)) = (&self.task, status) {
             self.info.exited(s);
-            self.shared.release_process();
         }
     }
 
     fn finish(&mut self, result: TaskResult) {
         if let Some(task) = self.task.take() {
+            // The slot goes back once the task is done with its process (before `wait` can
+            // return), not later when the server reaps it: `wait fork` in a loop stays
+            // within a limit of 1.
+            self.shared.release_process();
             task.finish(result);
             self.shared.tasks.leave();
         }

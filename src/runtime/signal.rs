@@ -60,6 +60,10 @@ fn parse_signal(v: &Value, span: Span) -> R<i32> {
                 .into()
         }),
         Value::Int(n) if (1..=64).contains(n) => Ok(*n as i32),
+        Value::Int(n) => Err(RuntimeError::new(ErrorKind::Value, format!("there is no signal {n}"), span)
+            .with_label("not a signal number")
+            .with_help("signal numbers run from 1 to 64; names such as \"TERM\" read better")
+            .into()),
         other => Err(RuntimeError::new(
             ErrorKind::Type,
             format!("a signal is a name or a number from 1 to 64, not {}", crate::builtins::a_type(other)),
@@ -76,6 +80,9 @@ fn kill(interp: &mut Interp, a: Args) -> R<Value> {
         Some(v) => parse_signal(v, a.span(1))?,
         None => 15,
     };
+    // What this process sent before the signal is on its way first, even if the signal
+    // ends this process (`kill(pid(), "KILL")`) or the one that would read it.
+    super::broker::flush_sends();
     if let Some(t) = super::task_of(&a.vals[0]) {
         let extra = t.extra.lock().unwrap_or_else(|e| e.into_inner());
         return match extra.as_ref() {

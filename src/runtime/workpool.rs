@@ -69,6 +69,9 @@ impl Object for PoolObject {
 /// `pool` or `pool with {workers: n, backend: "threads" | "processes"}`.
 pub fn new_pool(interp: &mut Interp, options: Value, span: Span) -> R<Value> {
     let opts = Options::parse(&options, span)?;
+    if opts.processes {
+        interp.shared.settings.require_fork(span)?;
+    }
     let (tx, rx) = crossbeam_channel::unbounded::<Work>();
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
@@ -175,7 +178,20 @@ pub fn method(interp: &mut Interp, v: &Value, name: &str, name_span: Span, a: &A
                 .iter()
                 .map(|x| submit_one(interp, p, a.vals[0].clone(), vec![x.clone()], a.call))
                 .collect::<R<Vec<_>>>()?;
-            let out = tasks.iter().map(|t| super::wait::join(interp, t, None, a.call)).collect::<R<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(tasks.len());
+            for (i, t) in tasks.iter().enumerate() {
+                match super::wait::join(interp, t, None, a.call) {
+                    Ok(v) => out.push(v),
+                    Err(e) => {
+                        // Fail fast, as `pool map` does: the rest of this map is not wanted.
+                        tasks[i + 1..].iter().for_each(|t| t.cancel.cancel());
+                        return Err(match e {
+                            Unwind::Error(e) => super::pool::item_failure(*e, i, a.call).into(),
+                            other => other,
+                        });
+                    }
+                }
+            }
             Ok(Value::list(out))
         }),
         "shutdown" => a.expect("shutdown", 0, 1).map(|_| {

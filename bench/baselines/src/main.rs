@@ -11,14 +11,11 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe, write, ForkResult};
 
-const USAGE: &str = "usage: baselines <thread-spawn|channel|fork|command|pipe-ints> [N]";
+const USAGE: &str = "usage: baselines <thread-spawn|channel|fork|command|pipe-ints> [N] (fork: [N [HEAP_MIB]])";
 
 fn report(name: &str, n: u64, dt: Duration, extra: &str) {
     let secs = dt.as_secs_f64();
-    println!(
-        "{name} n={n} total={secs:.3}s per_op={:.3}us{extra}",
-        secs / n as f64 * 1e6
-    );
+    println!("{name} n={n} total={secs:.3}s per_op={:.3}us{extra}", secs / n as f64 * 1e6);
 }
 
 /// Ends a forked child at once, without atexit handlers, destructors or stdio flushes.
@@ -60,8 +57,12 @@ fn channel(n: u64) {
     report("channel", n, dt, &format!(" ({ns:.1}ns/msg)"));
 }
 
-/// N x (fork + waitpid); the child exits at once.
-fn fork_wait(n: u64) {
+/// N x (fork + waitpid); the child exits at once. With `heap_mib` > 0 the parent first
+/// fills that much heap, to show how the cost grows with the memory a fork must map
+/// (conc forks from its process server, which is larger than this program).
+fn fork_wait(n: u64, heap_mib: usize) {
+    let heap = vec![1u8; heap_mib << 20];
+    std::hint::black_box(&heap);
     let t0 = Instant::now();
     for _ in 0..n {
         // SAFETY: this process is single-threaded here, and the child calls only
@@ -75,7 +76,8 @@ fn fork_wait(n: u64) {
             },
         }
     }
-    report("fork", n, t0.elapsed(), "");
+    let extra = if heap_mib > 0 { format!(" heap={heap_mib}MiB") } else { String::new() };
+    report("fork", n, t0.elapsed(), &extra);
 }
 
 /// N x Command::new("true").status().
@@ -159,10 +161,19 @@ fn main() {
             }),
         }
     };
+    let heap_mib = || -> usize {
+        match args.get(2) {
+            None => 0,
+            Some(s) => s.parse().unwrap_or_else(|_| {
+                eprintln!("MiB must be a non-negative integer, got {s:?}");
+                exit(2)
+            }),
+        }
+    };
     match cmd.as_str() {
         "thread-spawn" => thread_spawn(n(10_000)),
         "channel" => channel(n(1_000_000)),
-        "fork" => fork_wait(n(1_000)),
+        "fork" => fork_wait(n(1_000), heap_mib()),
         "command" => command(n(1_000)),
         "pipe-ints" => pipe_ints(n(100_000)),
         _ => {

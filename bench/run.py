@@ -56,7 +56,8 @@ BASH = "{bash}"  # bash, resolved on PATH
 #                        `per_op=<float>us` (else wall time / n is used)
 #             "self":    a program times its own work and prints `elapsed=<float>s`
 #             "speedup": a program times serial and parallel runs of the same work and
-#                        prints `serial=<f>s parallel=<f>s speedup=<f>x`; higher is better
+#                        prints `serial=<f>s parallel=<f>s speedup=<f>x`; higher is better;
+#                        best = best serial / best parallel over all runs
 #             "check":   run once; PASS when it exits 0 (its first line is shown)
 #   n         operations per run, passed as the program's first argument
 #             (per_op, self)
@@ -147,6 +148,8 @@ THREADS = [
         "metric": "speedup",
         "min_speedup": 1.7,
         "peers": [
+            # The same shape of work in raw Rust threads: what the machine gives right now.
+            {"label": "rust 2 threads (ceiling)", "cmd": [BASE, "parallel-fib", "2", "34"]},
             {"label": "python threading (GIL)", "cmd": [PY, "-S", WORK / "parallel_fib.py"]},
         ],
     },
@@ -180,6 +183,7 @@ PROCS = [
         "metric": "speedup",
         "min_speedup": 1.8,
         "peers": [
+            {"label": "rust 2 threads (ceiling)", "cmd": [BASE, "parallel-fib", "8", "32"]},
             {"label": "python mp.Pool(2).map", "cmd": [PY, "-S", WORK / "proc_fib.py"]},
         ],
     },
@@ -231,9 +235,6 @@ SUITES = [
 PER_OP_RE = re.compile(r"per_op=([0-9.eE+-]+)us")
 ELAPSED_RE = re.compile(r"elapsed=([0-9.eE+-]+)s")
 SPEEDUP_RE = re.compile(r"serial=([0-9.eE+-]+)s parallel=([0-9.eE+-]+)s speedup=([0-9.eE+-]+)x")
-
-# For these metrics a bigger number is better.
-HIGHER_IS_BETTER = {"speedup"}
 
 
 # ---------------------------------------------------------------------------
@@ -326,10 +327,18 @@ class Result:
         self.metric = metric
         self.samples = samples
         self.outputs = outputs
-        pick = max if metric in HIGHER_IS_BETTER else min
-        self.best = pick(samples)
         self.median = statistics.median(samples)
-        self.best_output = outputs[samples.index(self.best)]
+        if metric == "speedup":
+            # The best serial time over the best parallel time, each over every round of
+            # every run: picking the run with the biggest ratio would reward a serial round
+            # that some other work on the machine happened to slow down.
+            times = [tuple(float(x) for x in SPEEDUP_RE.search(o).groups()[:2]) for o in outputs]
+            self.serial, self.parallel = min(t[0] for t in times), min(t[1] for t in times)
+            self.best = self.serial / self.parallel
+            self.best_output = f"best serial={self.serial:.4f}s, best parallel={self.parallel:.4f}s"
+        else:
+            self.best = min(samples)
+            self.best_output = outputs[samples.index(self.best)]
 
 
 def measure(argv: list[str], metric: str, n: int, opts) -> Result:
@@ -495,7 +504,7 @@ def run_entry(e: dict, conc: str | None, subst: dict, opts, rows: list, records:
         add_row(True, "(serial vs parallel)", "", "", "", f">= {target:g}x", result)
         record.update(target=f">= {target:g}x", result=result)
         if conc_res:
-            notes.append(f"{e['name']}: conc best run: {SPEEDUP_RE.search(conc_res.best_output).group(0)}")
+            notes.append(f"{e['name']}: conc {conc_res.best_output} (median speedup of runs {med:.2f}x)")
         first = False
 
     if e.get("abs_target") is not None:
@@ -516,7 +525,8 @@ def run_entry(e: dict, conc: str | None, subst: dict, opts, rows: list, records:
             peer_res = None
         target = p.get("target")
         ratio = ratio_med = None
-        if metric != "speedup" and conc_res and peer_res and peer_res.best:
+        if conc_res and peer_res and peer_res.best:
+            # For speedups this is conc's speedup as a share of the peer's.
             ratio = conc_res.best / peer_res.best
             ratio_med = conc_res.median / peer_res.median
         result = judge(ratio, target)
@@ -529,11 +539,11 @@ def run_entry(e: dict, conc: str | None, subst: dict, opts, rows: list, records:
                   f"{peer_res.outputs[0].strip()[:60]!r}", file=sys.stderr)
         fails += result in ("FAIL", "WRONG")
         if metric == "speedup" and peer_res:
-            notes.append(f"{e['name']}: {label} best run: {SPEEDUP_RE.search(peer_res.best_output).group(0)}")
+            notes.append(f"{e['name']}: {label} {peer_res.best_output} (median speedup of runs {peer_res.median:.2f}x)")
         add_row(
             first, label,
             fmt_value(metric, peer_res.best if peer_res else None),
-            f"{ratio:.2f}x" if ratio is not None else ("-" if metric == "speedup" else "n/a"),
+            f"{ratio:.2f}x" if ratio is not None else "n/a",
             f"{ratio_med:.2f}x" if ratio_med is not None else "",
             f"<= {target:g}x" if target is not None else "-",
             result,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe, write, ForkResult};
 
-const USAGE: &str = "usage: baselines <thread-spawn|channel|fork|command|pipe-ints> [N] (fork: [N [HEAP_MIB]])";
+const USAGE: &str = "usage: baselines <thread-spawn|channel|fork|command|pipe-ints|parallel-fib> [N] (fork N [HEAP_MIB], parallel-fib ITEMS [FIB_N])";
 
 fn report(name: &str, n: u64, dt: Duration, extra: &str) {
     let secs = dt.as_secs_f64();
@@ -146,6 +146,47 @@ fn pipe_ints(n: u64) {
     }
 }
 
+fn fib(n: u32) -> u64 {
+    if n < 2 {
+        n as u64
+    } else {
+        fib(n - 1) + fib(n - 2)
+    }
+}
+
+/// ITEMS x fib(N) one after the other, then on 2 threads taking items from a shared
+/// counter; best of 3 rounds each. The speedup this machine gives right now, to read the
+/// conc speedup rows against (other work on a 2-core machine takes it away from both).
+fn parallel_fib(items: u64, n: u32) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (mut best_serial, mut best_parallel) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let serial: u64 = (0..items).map(|_| fib(std::hint::black_box(n))).sum();
+        best_serial = best_serial.min(t0.elapsed().as_secs_f64());
+        let t1 = Instant::now();
+        let next = AtomicU64::new(0);
+        let parallel: u64 = std::thread::scope(|s| {
+            let worker = || {
+                let mut sum = 0;
+                while next.fetch_add(1, Ordering::Relaxed) < items {
+                    sum += fib(std::hint::black_box(n));
+                }
+                sum
+            };
+            let a = s.spawn(worker);
+            let b = s.spawn(worker);
+            a.join().expect("worker panicked") + b.join().expect("worker panicked")
+        });
+        best_parallel = best_parallel.min(t1.elapsed().as_secs_f64());
+        assert_eq!(serial, parallel);
+    }
+    println!(
+        "parallel-fib items={items} n={n} serial={best_serial:.4}s parallel={best_parallel:.4}s speedup={:.2}x",
+        best_serial / best_parallel
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
@@ -176,6 +217,17 @@ fn main() {
         "fork" => fork_wait(n(1_000), heap_mib()),
         "command" => command(n(1_000)),
         "pipe-ints" => pipe_ints(n(100_000)),
+        "parallel-fib" => {
+            let fib_n = match args.get(2).map(|s| s.parse::<u32>()) {
+                None => 30,
+                Some(Ok(k)) if k <= 45 => k,
+                Some(_) => {
+                    eprintln!("fib N must be an integer up to 45");
+                    exit(2)
+                }
+            };
+            parallel_fib(n(8), fib_n)
+        }
         _ => {
             eprintln!("{USAGE}");
             exit(2);

@@ -11,14 +11,11 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe, write, ForkResult};
 
-const USAGE: &str = "usage: baselines <thread-spawn|channel|fork|command|pipe-ints> [N]";
+const USAGE: &str = "usage: baselines <thread-spawn|channel|fork|command|pipe-ints|parallel-fib> [N] (fork N [HEAP_MIB], parallel-fib ITEMS [FIB_N])";
 
 fn report(name: &str, n: u64, dt: Duration, extra: &str) {
     let secs = dt.as_secs_f64();
-    println!(
-        "{name} n={n} total={secs:.3}s per_op={:.3}us{extra}",
-        secs / n as f64 * 1e6
-    );
+    println!("{name} n={n} total={secs:.3}s per_op={:.3}us{extra}", secs / n as f64 * 1e6);
 }
 
 /// Ends a forked child at once, without atexit handlers, destructors or stdio flushes.
@@ -60,8 +57,12 @@ fn channel(n: u64) {
     report("channel", n, dt, &format!(" ({ns:.1}ns/msg)"));
 }
 
-/// N x (fork + waitpid); the child exits at once.
-fn fork_wait(n: u64) {
+/// N x (fork + waitpid); the child exits at once. With `heap_mib` > 0 the parent first
+/// fills that much heap, to show how the cost grows with the memory a fork must map
+/// (conc forks from its process server, which is larger than this program).
+fn fork_wait(n: u64, heap_mib: usize) {
+    let heap = vec![1u8; heap_mib << 20];
+    std::hint::black_box(&heap);
     let t0 = Instant::now();
     for _ in 0..n {
         // SAFETY: this process is single-threaded here, and the child calls only
@@ -75,7 +76,8 @@ fn fork_wait(n: u64) {
             },
         }
     }
-    report("fork", n, t0.elapsed(), "");
+    let extra = if heap_mib > 0 { format!(" heap={heap_mib}MiB") } else { String::new() };
+    report("fork", n, t0.elapsed(), &extra);
 }
 
 /// N x Command::new("true").status().
@@ -144,6 +146,47 @@ fn pipe_ints(n: u64) {
     }
 }
 
+fn fib(n: u32) -> u64 {
+    if n < 2 {
+        n as u64
+    } else {
+        fib(n - 1) + fib(n - 2)
+    }
+}
+
+/// ITEMS x fib(N) one after the other, then on 2 threads taking items from a shared
+/// counter; best of 3 rounds each. The speedup this machine gives right now, to read the
+/// conc speedup rows against (other work on a 2-core machine takes it away from both).
+fn parallel_fib(items: u64, n: u32) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (mut best_serial, mut best_parallel) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let serial: u64 = (0..items).map(|_| fib(std::hint::black_box(n))).sum();
+        best_serial = best_serial.min(t0.elapsed().as_secs_f64());
+        let t1 = Instant::now();
+        let next = AtomicU64::new(0);
+        let parallel: u64 = std::thread::scope(|s| {
+            let worker = || {
+                let mut sum = 0;
+                while next.fetch_add(1, Ordering::Relaxed) < items {
+                    sum += fib(std::hint::black_box(n));
+                }
+                sum
+            };
+            let a = s.spawn(worker);
+            let b = s.spawn(worker);
+            a.join().expect("worker panicked") + b.join().expect("worker panicked")
+        });
+        best_parallel = best_parallel.min(t1.elapsed().as_secs_f64());
+        assert_eq!(serial, parallel);
+    }
+    println!(
+        "parallel-fib items={items} n={n} serial={best_serial:.4}s parallel={best_parallel:.4}s speedup={:.2}x",
+        best_serial / best_parallel
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
@@ -159,12 +202,32 @@ fn main() {
             }),
         }
     };
+    let heap_mib = || -> usize {
+        match args.get(2) {
+            None => 0,
+            Some(s) => s.parse().unwrap_or_else(|_| {
+                eprintln!("MiB must be a non-negative integer, got {s:?}");
+                exit(2)
+            }),
+        }
+    };
     match cmd.as_str() {
         "thread-spawn" => thread_spawn(n(10_000)),
         "channel" => channel(n(1_000_000)),
-        "fork" => fork_wait(n(1_000)),
+        "fork" => fork_wait(n(1_000), heap_mib()),
         "command" => command(n(1_000)),
         "pipe-ints" => pipe_ints(n(100_000)),
+        "parallel-fib" => {
+            let fib_n = match args.get(2).map(|s| s.parse::<u32>()) {
+                None => 30,
+                Some(Ok(k)) if k <= 45 => k,
+                Some(_) => {
+                    eprintln!("fib N must be an integer up to 45");
+                    exit(2)
+                }
+            };
+            parallel_fib(n(8), fib_n)
+        }
         _ => {
             eprintln!("{USAGE}");
             exit(2);

@@ -65,9 +65,7 @@ pub(super) fn map(
     let server = procs::server(span)?;
     let mut pool = Pool { server, workers: Vec::new(), span };
     let outcome = (|| {
-        for _ in 0..workers {
-            pool.add_worker(interp, &plan)?;
-        }
+        pool.add_workers(interp, &plan, workers)?;
         run(interp, &mut pool, &plan, &wires, chunk, opts, bar)
     })();
     pool.stop(interp, outcome.is_err());
@@ -99,6 +97,47 @@ struct Pool {
 }
 
 impl Pool {
+    /// Start `n` workers at once: every request goes out before any reply is awaited, so the
+    /// server forks them back to back instead of one round trip each.
+    fn add_workers(&mut self, interp: &Interp, plan: &Plan, n: usize) -> R<()> {
+        let span = self.span;
+        let mut pending = Vec::with_capacity(n);
+        let mut failure = None;
+        for _ in 0..n {
+            if let Err(e) = interp.shared.admit_process(span) {
+                failure = Some(e);
+                break;
+            }
+            let asked = ipc::pair()
+                .map_err(|e| RuntimeError::new(ErrorKind::Io, format!("cannot make a socket: {e}"), span).into())
+                .and_then(|(mine, theirs)| {
+                    let job = Job::Worker { func: plan.job_func.clone(), globals: plan.globals.clone() };
+                    self.server.begin_start(interp, "pool worker", span, job, theirs).map(|p| (mine, p))
+                });
+            match asked {
+                Ok(p) => pending.push(p),
+                Err(e) => {
+                    interp.shared.release_process();
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        for (sock, p) in pending {
+            match self.server.finish_start(interp, span, p) {
+                Ok(pid) => {
+                    let _ = sock.set_nonblocking(true);
+                    self.workers.push(Worker { pid, sock, frames: Reassembler::default(), busy: None });
+                }
+                Err(e) => {
+                    interp.shared.release_process();
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
     fn add_worker(&mut self, interp: &Interp, plan: &Plan) -> R<()> {
         let span = self.span;
         interp.shared.admit_process(span)?;

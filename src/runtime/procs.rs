@@ -40,6 +40,12 @@ pub struct Server {
 }
 
 /// A forked child whose outcome the reactor is collecting, then whose exit it waits for.
+/// A child asked for and not yet confirmed: see [`Server::begin_start`].
+pub struct PendingStart {
+    req: u64,
+    reply: crossbeam_channel::Receiver<Result<i32, String>>,
+}
+
 struct Watch {
     /// The child's output on its way to a host's sink; the task completes once it is all there.
     output: super::pump::ChildOutput,
@@ -205,6 +211,20 @@ impl Server {
 
     /// Start a child for `job` and wait until it runs; returns its pid.
     pub fn start(self: &Arc<Self>, interp: &Interp, name: &str, span: Span, job: Job, result: UnixStream) -> R<i32> {
+        let pending = self.begin_start(interp, name, span, job, result)?;
+        self.finish_start(interp, span, pending)
+    }
+
+    /// Ask for a child without waiting for it, so several can start at once; the reply is
+    /// collected by [`Server::finish_start`].
+    pub fn begin_start(
+        self: &Arc<Self>,
+        interp: &Interp,
+        name: &str,
+        span: Span,
+        job: Job,
+        result: UnixStream,
+    ) -> R<PendingStart> {
         self.ensure_reactor();
         let (tx, rx) = bounded(1);
         // Registered before the request goes out, so the reply cannot arrive first.
@@ -218,6 +238,12 @@ impl Server {
             self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&req);
             return Err(e);
         }
+        Ok(PendingStart { req, reply: rx })
+    }
+
+    /// Wait for the child asked for by [`Server::begin_start`]; returns its pid.
+    pub fn finish_start(&self, interp: &Interp, span: Span, pending: PendingStart) -> R<i32> {
+        let PendingStart { req, reply: rx } = pending;
         let reply = super::wait::block_on_external(interp, span, "the process server", None, |slice| {
             rx.recv_timeout(slice).ok()
         });

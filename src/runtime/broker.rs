@@ -497,21 +497,18 @@ static ALL: Mutex<Vec<Weak<Conn>>> = Mutex::new(Vec::new());
 
 /// Before a process exits: push out every queued send and say goodbye.
 pub fn flush_all() {
-    let conns: Vec<Arc<Conn>> =
-        ALL.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
-    for c in conns {
-        c.close();
-    }
+    open_conns().iter().for_each(|c| c.close());
+}
+
+/// Every connection of this process still in use, whichever thread opened it.
+fn open_conns() -> Vec<Arc<Conn>> {
+    ALL.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect()
 }
 
 /// Between the items a pool worker runs: push out every queued send, keeping the
 /// connections open for the next item.
 pub fn flush_sends() {
-    let conns: Vec<Arc<Conn>> =
-        ALL.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
-    for c in conns {
-        c.flush();
-    }
+    open_conns().iter().for_each(|c| c.flush());
 }
 
 /// At the end of a task: wait until this thread's sends are carried out, and raise the

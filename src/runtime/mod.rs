@@ -175,22 +175,24 @@ fn task_method(interp: &mut Interp, t: &Arc<Task>, name: &str, name_span: Span, 
                 ),
             }
         }
-        _ if a.vals.is_empty() && t.extra.lock().unwrap_or_else(|e| e.into_inner()).is_some() => {
-            let answer = t.extra.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|x| x.method(name));
-            match answer {
-                Some(v) => Ok(v),
-                None => fail(ErrorKind::Type, format!("a task has no method `{name}`"), name_span),
-            }
-        }
-        _ => fail(ErrorKind::Type, format!("a task has no method `{name}`"), name_span).map_err(|e| match e {
-            crate::interp::Unwind::Error(mut err) => {
-                err.help =
-                    Some("tasks have `wait(timeout)`, `cancel()`, `detach()`, `is_done()` and `kill(signal)`".into());
-                crate::interp::Unwind::Error(err)
-            }
-            e => e,
-        }),
+        _ => match (a.vals.is_empty(), extra_method(t, name)) {
+            (true, Some(v)) => Ok(v),
+            _ => fail(ErrorKind::Type, format!("a task has no method `{name}`"), name_span).map_err(|e| match e {
+                crate::interp::Unwind::Error(mut err) => {
+                    err.help = Some(
+                        "tasks have `wait(timeout)`, `cancel()`, `detach()`, `is_done()` and `kill(signal)`".into(),
+                    );
+                    crate::interp::Unwind::Error(err)
+                }
+                e => e,
+            }),
+        },
     }
+}
+
+/// A method a process or command task adds to the task's own (`is_alive`, say).
+fn extra_method(t: &Task, name: &str) -> Option<Value> {
+    t.extra.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|x| x.method(name))
 }
 
 /// The next item when a `for` loop runs over a runtime object (a channel, say).

@@ -138,29 +138,6 @@ impl Pool {
         failure.map_or(Ok(()), Err)
     }
 
-    fn add_worker(&mut self, interp: &Interp, plan: &Plan) -> R<()> {
-        let span = self.span;
-        interp.shared.admit_process(span)?;
-        let started = (|| {
-            let (mine, theirs) = ipc::pair()
-                .map_err(|e| RuntimeError::new(ErrorKind::Io, format!("cannot make a socket: {e}"), span))?;
-            let job = Job::Worker { func: plan.job_func.clone(), globals: plan.globals.clone() };
-            let pid = self.server.start(interp, "pool worker", span, job, theirs)?;
-            Ok((mine, pid))
-        })();
-        match started {
-            Ok((sock, pid)) => {
-                let _ = sock.set_nonblocking(true);
-                self.workers.push(Worker { pid, sock, frames: Reassembler::default(), busy: None });
-                Ok(())
-            }
-            Err(e) => {
-                interp.shared.release_process();
-                Err(e)
-            }
-        }
-    }
-
     /// Close every worker's socket (a worker exits when it sees that) and reap them all; after
     /// a failure they are told to stop first, and killed if they do not.
     fn stop(&mut self, interp: &Interp, failed: bool) {
@@ -248,7 +225,7 @@ fn run(
             for i in first..first + len {
                 done.push((i, Err(Box::new(error.clone()))));
             }
-            pool.add_worker(interp, plan)?;
+            pool.add_workers(interp, plan, 1)?;
         }
     }
     Ok(done)

@@ -34,9 +34,14 @@ struct Worker {
     pid: i32,
     sock: UnixStream,
     frames: Reassembler,
-    /// The chunk it is running: first item and count.
-    busy: Option<(usize, usize)>,
+    /// The chunks sent to it, oldest (the one it is running) first: first item and count.
+    /// A second chunk waits in its socket so the worker never idles for a round trip.
+    queued: VecDeque<(usize, usize)>,
 }
+
+/// Chunks a worker holds at most. A second one is sent only while there is plenty left, so
+/// the last items still go to whichever worker frees up first.
+const DEPTH: usize = 2;
 
 /// What every worker is started with.
 struct Plan {
@@ -127,7 +132,7 @@ impl Pool {
             match self.server.finish_start(interp, span, p) {
                 Ok(pid) => {
                     let _ = sock.set_nonblocking(true);
-                    self.workers.push(Worker { pid, sock, frames: Reassembler::default(), busy: None });
+                    self.workers.push(Worker { pid, sock, frames: Reassembler::default(), queued: VecDeque::new() });
                 }
                 Err(e) => {
                     interp.shared.release_process();
@@ -173,13 +178,7 @@ fn run(
     let im = Importer { shared: &interp.shared.clone() };
     while done.len() < n {
         interp.check_cancel(span)?;
-        for w in pool.workers.iter_mut().filter(|w| w.busy.is_none()) {
-            let Some((first, len)) = todo.pop_front() else { break };
-            w.busy = Some((first, len));
-            let batch = encode(&BatchRef::Batch { first: first as u64, items: &wires[first..first + len] });
-            // A worker that died is found by the read below; its chunk is then accounted for.
-            let _ = send_blocking(&w.sock, &batch);
-        }
+        hand_out(&mut pool.workers, &mut todo, wires);
         let ready = poll_workers(&pool.workers);
         let mut dead: Vec<usize> = Vec::new();
         for k in ready {
@@ -188,7 +187,7 @@ fn run(
                 Ok(batches) => {
                     for b in batches {
                         let FromWorker::Batch { first: b_first, results } = b else { continue };
-                        w.busy = None;
+                        w.queued.pop_front();
                         for (j, r) in results.into_iter().enumerate() {
                             let r = match r {
                                 Ok(v) => im.value(v).map_err(|e| Box::new(RuntimeError::new(ErrorKind::Task, e, span))),
@@ -216,7 +215,12 @@ fn run(
             let w = pool.workers.remove(k);
             let status = pool.server.wait_status(w.pid, Duration::from_secs(1)).unwrap_or(ExitStatus::Signal(9));
             interp.shared.release_process();
-            let (first, len) = w.busy.unwrap_or((0, 0));
+            let mut queued = w.queued;
+            let (first, len) = queued.pop_front().unwrap_or((0, 0));
+            // Chunks it had not begun go back to the queue for the others.
+            while let Some(c) = queued.pop_back() {
+                todo.push_front(c);
+            }
             let error = worker_died(w.pid, status, first, span);
             if !opts.collect_errors {
                 return Err(error.into());
@@ -229,6 +233,24 @@ fn run(
         }
     }
     Ok(done)
+}
+
+/// Give every idle worker a chunk, then, while more chunks are left than there are
+/// workers, a second one to each.
+fn hand_out(workers: &mut [Worker], todo: &mut VecDeque<(usize, usize)>, wires: &[Wire]) {
+    let count = workers.len();
+    for depth in 1..=DEPTH {
+        for w in workers.iter_mut().filter(|w| w.queued.len() < depth) {
+            if depth > 1 && todo.len() <= count {
+                return;
+            }
+            let Some((first, len)) = todo.pop_front() else { return };
+            w.queued.push_back((first, len));
+            let batch = encode(&BatchRef::Batch { first: first as u64, items: &wires[first..first + len] });
+            // A worker that died is found by the read in `run`; its chunks are then accounted for.
+            let _ = send_blocking(&w.sock, &batch);
+        }
+    }
 }
 
 fn worker_died(pid: i32, status: ExitStatus, item: usize, span: Span) -> RuntimeError {

@@ -154,3 +154,17 @@ fn errors_are_ordinary_rust_errors() {
     assert_eq!(diag.code().map(|c| c.to_string()).as_deref(), Some("conc::arithmetic"));
     assert_eq!(diag.labels().map(|l| l.count()), Some(1));
 }
+
+#[test]
+fn forks_see_code_compiled_after_earlier_forks() {
+    // Forks hand their jobs to children forked ahead of time; code compiled since must
+    // still be there in the child that runs the job.
+    std::env::set_var("CONC_EXE", env!("CARGO_BIN_EXE_conc"));
+    let mut engine = conc::Engine::new();
+    assert_eq!(engine.eval("wait fork { 1 } + wait fork { 2 }").unwrap(), conc::Value::Int(3));
+    engine.eval("fn double(x) { x * 2 }").unwrap();
+    assert_eq!(engine.eval("wait fork { double(21) }").unwrap(), conc::Value::Int(42));
+    engine.eval("fn triple(x) { x * 3 }").unwrap();
+    let both = engine.eval("wait [fork { triple(2) }, fork { double(4) }]").unwrap();
+    assert_eq!(both, conc::Value::list(vec![conc::Value::Int(6), conc::Value::Int(8)]));
+}

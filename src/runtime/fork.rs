@@ -36,17 +36,21 @@ fn start(interp: &mut Interp, name: &str, span: Span, job: Job) -> R<Arc<Task>> 
     };
     let task = Arc::new(Task::new(name, span, interp.cancel.child(), TaskKind::Process { pid: 0 }));
     let info = Arc::new(ProcessInfo::default());
-    let handle = ProcessHandle { info: info.clone(), task: Arc::downgrade(&task) };
-    *task.extra.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(handle));
     // A running process is a task that is never blocked on this process's primitives, so
     // nothing waiting for it is ever taken for a deadlock.
     interp.shared.tasks.enter();
-    if let Err(e) = server.spawn_task(interp, task.clone(), info, job) {
-        interp.shared.tasks.leave();
-        interp.shared.release_process();
-        return Err(e);
+    match server.spawn_task(interp, task.clone(), info.clone(), job) {
+        Ok(driver) => {
+            let handle = ProcessHandle { info, task: Arc::downgrade(&task), driver };
+            *task.extra.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(handle));
+            Ok(task)
+        }
+        Err(e) => {
+            interp.shared.tasks.leave();
+            interp.shared.release_process();
+            Err(e)
+        }
     }
-    Ok(task)
 }
 
 /// A closure as it travels: a capture that cannot cross is an error where the body uses it.

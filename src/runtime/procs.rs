@@ -5,8 +5,8 @@
 
 use super::ipc::{self, Reassembler};
 use super::portable::{decode, encode, Importer};
-use super::task::{Task, TaskExtra, TaskResult};
-use super::zygote::{ExitStatus, FromServer, Job, Outcome, ToServer, SERVER_ENV};
+use super::task::{Drive, Task, TaskExtra, TaskResult};
+use super::zygote::{ExitStatus, FromServer, Job, Outcome, SpareJobRef, ToServer, SERVER_ENV};
 use crate::error::{ErrorKind, RuntimeError};
 use crate::interp::{Interp, Shared, R};
 use crate::syntax::Span;
@@ -15,7 +15,7 @@ use crossbeam_channel::{bounded, Sender};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,33 @@ pub struct Server {
     next_req: AtomicU64,
     /// The server process, when this process started it (the root of a process tree).
     process: Mutex<Option<std::process::Child>>,
+    spares: Mutex<Spares>,
+    spare_came: Condvar,
 }
+
+/// Children the server forked in advance and handed over, so a `fork` gives its job
+/// straight to one of them: one wake-up on the way instead of two, and the pid is known at once.
+#[derive(Default)]
+struct Spares {
+    held: Vec<HeldSpare>,
+    /// Asked for and not yet here.
+    asked: usize,
+    /// World messages sent so far: a spare forked before the latest one lacks its compiles.
+    epoch: u64,
+}
+
+struct HeldSpare {
+    pid: i32,
+    sock: UnixStream,
+    epoch: u64,
+}
+
+/// Spares held or on their way. Two keep one at hand in a `fork` loop while the server
+/// forks the next; more would only sit idle.
+const SPARES: usize = 2;
+/// How long a `fork` waits for a spare already on its way before it asks the server
+/// instead (which is slower: the server has to fork or hand over its own).
+const SPARE_WAIT: Duration = Duration::from_millis(50);
 
 /// A forked child whose outcome the reactor is collecting, then whose exit it waits for.
 /// A child asked for and not yet confirmed: see [`Server::begin_start`].
@@ -60,11 +86,64 @@ struct Watch {
     info: Arc<ProcessInfo>,
     shared: Arc<Shared>,
     term_sent: Option<Instant>,
+    /// Threads in `wait` reading the socket themselves; the reactor leaves it to them.
+    waiters: Arc<AtomicUsize>,
 }
 
 impl Watch {
     fn reading(&self) -> bool {
         self.outcome.is_none() && !self.eof
+    }
+}
+
+/// `wait` on a forked task reads its result socket itself (see [`Drive`]).
+pub struct ProcessDriver {
+    server: Arc<Server>,
+    req: u64,
+    /// Weak: the socket closes when the reactor is done with the child, however long the
+    /// script keeps the task.
+    sock: std::sync::Weak<UnixStream>,
+    waiters: Arc<AtomicUsize>,
+}
+
+impl Drive for ProcessDriver {
+    fn drive(&self, slice: Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let reading = |me: &Self| {
+            let watches = me.server.watches.lock().unwrap_or_else(|e| e.into_inner());
+            watches.iter().find(|w| w.req == me.req).is_some_and(|w| w.task.is_some() && w.pid.is_some() && w.reading())
+        };
+        let Some(sock) = self.sock.upgrade() else { return false };
+        if !reading(self) {
+            return false;
+        }
+        // A zero slice only looks: the socket is non-blocking, and the reactor keeps it.
+        let ready = slice.is_zero() || {
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+            let ms = slice.as_millis().clamp(1, u128::from(u16::MAX)) as u16;
+            let ready = matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0);
+            if self.waiters.fetch_sub(1, Ordering::SeqCst) == 1 && !ready {
+                // Giving up for now: the reactor takes the socket back.
+                self.server.poke();
+            }
+            ready
+        };
+        if ready {
+            let mut watches = self.server.watches.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = watches.iter_mut().find(|w| w.req == self.req) {
+                w.read();
+                if w.outcome.is_some() {
+                    w.advance(None);
+                } else if !w.reading() {
+                    // The child died without an outcome: its exit status comes to the reactor.
+                    drop(watches);
+                    self.server.poke();
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
@@ -163,6 +242,8 @@ impl Server {
             wake,
             next_req: AtomicU64::new(1),
             process: Mutex::new(process),
+            spares: Mutex::new(Spares::default()),
+            spare_came: Condvar::new(),
         };
         Ok(server)
     }
@@ -178,8 +259,9 @@ impl Server {
         });
     }
 
-    /// Send a start request for a child that runs `job`, with `result` as its end of the
-    /// result socket; the reply comes to the reactor under the returned request number.
+    /// Start a child that runs `job`, with `result` as its end of the result socket. With
+    /// `direct`, a held spare takes the job and its pid comes back; otherwise the server is
+    /// asked, and its reply comes to the reactor under request number `req`.
     #[allow(clippy::too_many_arguments)]
     fn request(
         &self,
@@ -190,13 +272,23 @@ impl Server {
         job: Job,
         result: UnixStream,
         output: [std::os::fd::RawFd; 2],
-    ) -> R<()> {
+        direct: bool,
+    ) -> R<Option<i32>> {
         let shared = &interp.shared;
         let io = |e: std::io::Error| -> crate::interp::Unwind {
             RuntimeError::new(ErrorKind::Io, format!("the process server is gone: {e}"), span).into()
         };
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
         self.sync_world(&mut sent, shared).map_err(io)?;
+        let fds = [result.as_raw_fd(), 0, output[0], output[1]];
+        if direct {
+            let job = SpareJobRef { world: shared.world_id, engine: interp.engine_id, name, span, job: &job };
+            let taken = self.hand_to_spare(&encode(&job), &fds);
+            self.ask_for_spares();
+            if taken.is_some() {
+                return Ok(taken);
+            }
+        }
         let msg = ToServer::Start {
             req,
             world: shared.world_id,
@@ -205,8 +297,58 @@ impl Server {
             span,
             job,
         };
-        let fds = [result.as_raw_fd(), 0, output[0], output[1]];
-        ipc::send(&self.ctl, &encode(&msg), &fds).map_err(io)
+        ipc::send(&self.ctl, &encode(&msg), &fds).map_err(io)?;
+        Ok(None)
+    }
+
+    /// Give an encoded [`SpareJobRef`] to a held spare that knows the current world; its pid.
+    fn hand_to_spare(&self, job: &[u8], fds: &[std::os::fd::RawFd]) -> Option<i32> {
+        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = spares.epoch;
+        while let Some(spare) = spares.held.pop() {
+            // A spare that has died (killed from outside) refuses the job; the next is tried.
+            if spare.epoch == epoch && ipc::send(&spare.sock, job, fds).is_ok() {
+                return Some(spare.pid);
+            }
+        }
+        None
+    }
+
+    /// When no spare is at hand but one is on its way, wait a little for it. Called with no
+    /// lock held: the reactor takes the `watches` lock before it can pass a spare on.
+    fn await_spare(&self) {
+        let spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        if spares.held.is_empty() && spares.asked > 0 {
+            let _ = self
+                .spare_came
+                .wait_timeout_while(spares, SPARE_WAIT, |s| s.held.is_empty() && s.asked > 0)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Top the spares up. Called with `sent` held, which orders writes to the server.
+    fn ask_for_spares(&self) {
+        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        while spares.held.len() + spares.asked < SPARES {
+            let msg = ToServer::WantSpare { epoch: spares.epoch };
+            if ipc::send(&self.ctl, &encode(&msg), &[]).is_err() {
+                return;
+            }
+            spares.asked += 1;
+        }
+    }
+
+    /// A spare from the server. One forked before the latest world message is let go (it
+    /// exits when its socket closes).
+    fn spare_arrived(&self, pid: i32, epoch: u64, fds: Vec<OwnedFd>) {
+        // An exit recorded for an earlier process with this pid is not this one's.
+        self.statuses.lock().unwrap_or_else(|e| e.into_inner()).shift_remove(&pid);
+        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        spares.asked = spares.asked.saturating_sub(1);
+        if let (Some(fd), true) = (fds.into_iter().next(), epoch == spares.epoch) {
+            spares.held.push(HeldSpare { pid, sock: UnixStream::from(fd), epoch });
+        }
+        self.spare_came.notify_all();
     }
 
     /// Start a child for `job` and wait until it runs; returns its pid.
@@ -232,7 +374,7 @@ impl Server {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(req, tx);
         // A pool worker's output is passed on as it comes; nothing waits for it to drain.
         let mut output = super::pump::ChildOutput::new(&interp.shared, || {}).map_err(|e| pipe_error(&e, span))?;
-        let sent = self.request(req, interp, name, span, job, result, output.fds());
+        let sent = self.request(req, interp, name, span, job, result, output.fds(), false);
         output.sent();
         if let Err(e) = sent {
             self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&req);
@@ -259,7 +401,13 @@ impl Server {
 
     /// Start a child for `job` as a task: this returns at once, and the reactor completes
     /// the task with the child's outcome.
-    pub fn spawn_task(self: &Arc<Self>, interp: &Interp, task: Arc<Task>, info: Arc<ProcessInfo>, job: Job) -> R<()> {
+    pub fn spawn_task(
+        self: &Arc<Self>,
+        interp: &Interp,
+        task: Arc<Task>,
+        info: Arc<ProcessInfo>,
+        job: Job,
+    ) -> R<Option<Arc<dyn Drive>>> {
         self.ensure_reactor();
         let span = task.span;
         let (mine, theirs) = ipc::pair()
@@ -269,16 +417,28 @@ impl Server {
         let me = self.clone();
         let mut output =
             super::pump::ChildOutput::new(&interp.shared, move || me.poke()).map_err(|e| pipe_error(&e, span))?;
+        self.await_spare();
         // Held while the request goes out, so the reactor finds the watch for the reply.
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = self.request(req, interp, &task.name, span, job, theirs, output.fds());
+        let sent = self.request(req, interp, &task.name, span, job, theirs, output.fds(), true);
         output.sent();
-        sent?;
+        let pid = sent?;
+        if let Some(pid) = pid {
+            info.set_pid(pid);
+        }
+        let sock = Arc::new(mine);
+        let waiters = Arc::new(AtomicUsize::new(0));
+        let driver: Arc<dyn Drive> = Arc::new(ProcessDriver {
+            server: self.clone(),
+            req,
+            sock: Arc::downgrade(&sock),
+            waiters: waiters.clone(),
+        });
         watches.push(Watch {
             output,
             req,
-            pid: None,
-            sock: Arc::new(mine),
+            pid,
+            sock,
             frames: Reassembler::default(),
             outcome: None,
             eof: false,
@@ -286,10 +446,11 @@ impl Server {
             info,
             shared: interp.shared.clone(),
             term_sent: None,
+            waiters,
         });
         drop(watches);
         self.poke();
-        Ok(())
+        Ok(Some(driver))
     }
 
     /// Bring the server's copy of this world up to date.
@@ -309,16 +470,25 @@ impl Server {
                     capabilities: shared.settings.capabilities,
                     limits: shared.settings.limits,
                 };
+                self.new_epoch();
                 ipc::send(&self.ctl, &encode(&msg), &[])?;
                 0
             }
         };
         if have < log.len() {
             let msg = ToServer::Replay { world, entries: log[have..].to_vec() };
+            self.new_epoch();
             ipc::send(&self.ctl, &encode(&msg), &[])?;
         }
         sent.insert(world, log.len());
         Ok(())
+    }
+
+    /// The server's worlds are about to change: spares forked until now are stale.
+    fn new_epoch(&self) {
+        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        spares.epoch += 1;
+        spares.held.clear();
     }
 
     fn poke(&self) {
@@ -355,8 +525,10 @@ impl Server {
                 // Watches only grow while this thread sleeps (it alone removes them), so the
                 // readiness list lines up with the first entries afterwards. A watch that
                 // has its outcome only waits for the exit status, which comes on `ctl`.
-                let socks: Vec<Option<Arc<UnixStream>>> =
-                    watches.iter().map(|w| w.reading().then(|| w.sock.clone())).collect();
+                let socks: Vec<Option<Arc<UnixStream>>> = watches
+                    .iter()
+                    .map(|w| (w.reading() && w.waiters.load(Ordering::SeqCst) == 0).then(|| w.sock.clone()))
+                    .collect();
                 let stopping = watches.iter().any(|w| w.term_sent.is_some() || w.cancelled());
                 drop(watches);
                 let mut fds = vec![
@@ -412,11 +584,12 @@ impl Server {
 
     /// One message from the server; `false` when it has gone.
     fn read_control(&self, buf: &mut Vec<u8>) -> bool {
-        match ipc::recv(&self.ctl, buf) {
-            Ok(Some(_)) => {}
+        let fds = match ipc::recv(&self.ctl, buf) {
+            Ok(Some(fds)) => fds,
             _ => return false,
-        }
+        };
         match decode::<FromServer>(buf) {
+            Ok(FromServer::Spare { pid, epoch }) => self.spare_arrived(pid, epoch, fds),
             Ok(FromServer::Started { req, pid }) => self.started(req, Ok(pid)),
             Ok(FromServer::Refused { req, reason }) => self.started(req, Err(reason)),
             Ok(FromServer::Exited { pid, status }) => {
@@ -679,6 +852,7 @@ pub fn process_field(info: &ProcessInfo, name: &str, done: bool) -> Option<Value
 pub struct ProcessHandle {
     pub info: Arc<ProcessInfo>,
     pub task: std::sync::Weak<Task>,
+    pub driver: Option<Arc<dyn Drive>>,
 }
 
 impl TaskExtra for ProcessHandle {
@@ -692,6 +866,10 @@ impl TaskExtra for ProcessHandle {
             "is_alive" => self.field("alive"),
             _ => None,
         }
+    }
+
+    fn driver(&self) -> Option<Arc<dyn Drive>> {
+        self.driver.clone()
     }
 
     fn kill(&self, sig: i32) -> Result<(), String> {

@@ -45,6 +45,19 @@ pub trait TaskExtra: Send + Sync {
     }
     /// The process behind the task has ended.
     fn exited(&self, _status: super::zygote::ExitStatus) {}
+    /// A way for `wait` to collect the outcome itself instead of being woken for it.
+    fn driver(&self) -> Option<Arc<dyn Drive>> {
+        None
+    }
+}
+
+/// Collects a task's outcome on the waiting thread: one wake-up fewer than a hand-over
+/// from a reactor thread.
+pub trait Drive: Send + Sync {
+    /// Wait up to `slice` for the outcome and complete the task if it came. `false` when
+    /// this cannot help (the outcome is already in, or only the reactor can finish the
+    /// task): then wait on the task itself.
+    fn drive(&self, slice: std::time::Duration) -> bool;
 }
 
 impl std::fmt::Debug for Task {
@@ -88,6 +101,18 @@ impl Task {
 
     pub fn is_done(&self) -> bool {
         self.result.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Wait up to `slice` for the outcome, collecting it here when the task can be driven.
+    pub fn poll_driving(&self, slice: std::time::Duration) -> Option<TaskResult> {
+        if let Some(r) = self.outcome() {
+            return Some(r);
+        }
+        let driver = self.extra.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|x| x.driver());
+        match driver {
+            Some(d) if d.drive(slice) => self.outcome(),
+            _ => self.poll(slice),
+        }
     }
 
     /// Wait up to `slice` for the outcome.

@@ -124,7 +124,7 @@ pub fn task_failure(task: &Task, e: &Arc<RuntimeError>) -> RuntimeError {
 /// Wait for one task and take its value, raising its error if it failed.
 pub fn join(interp: &Interp, task: &Arc<Task>, timeout: Option<Duration>, span: Span) -> R<Value> {
     let what = format!("task {}", task.name);
-    let outcome = block_on(interp, span, &what, timeout, |slice| task.poll(slice))?;
+    let outcome = block_on(interp, span, &what, timeout, |slice| task.poll_driving(slice))?;
     task.join_thread();
     task.waited.store(true, Ordering::SeqCst);
     interp.shared.tasks.bump();

@@ -68,6 +68,12 @@ pub enum ToServer {
         span: Span,
         job: Job,
     },
+    /// Fork a spare child and hand it to this client (see [`FromServer::Spare`]). `epoch`
+    /// counts the world messages the client had sent; the reply echoes it, so the client
+    /// can tell a spare that predates its latest compiles.
+    WantSpare {
+        epoch: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -80,9 +86,25 @@ pub enum Job {
 
 #[derive(Serialize, Deserialize, Debug)]
 pub enum FromServer {
-    Started { req: u64, pid: i32 },
-    Refused { req: u64, reason: String },
-    Exited { pid: i32, status: ExitStatus },
+    Started {
+        req: u64,
+        pid: i32,
+    },
+    Refused {
+        req: u64,
+        reason: String,
+    },
+    Exited {
+        pid: i32,
+        status: ExitStatus,
+    },
+    /// A spare child for the client's own use, with one fd: the socket the child waits on
+    /// for its [`SpareJob`]. A job sent there skips the server, which only reaps the child
+    /// and reports its exit as for any other.
+    Spare {
+        pid: i32,
+        epoch: u64,
+    },
 }
 
 /// How a process ended.
@@ -362,8 +384,21 @@ impl Server {
                 self.tell(i, &reply);
                 self.refill_spare();
             }
+            ToServer::WantSpare { epoch } => self.hand_spare(i, epoch),
         }
         true
+    }
+
+    /// Fork a spare for client `i` and pass it over; the client owns it from then on.
+    fn hand_spare(&mut self, i: usize, epoch: u64) {
+        let Ok(spare) = self.fork_spare() else { return };
+        self.owners.insert(spare.pid, i);
+        let Some(c) = self.clients[i].as_mut() else { return };
+        c.children.push(spare.pid);
+        let msg = encode(&FromServer::Spare { pid: spare.pid, epoch });
+        if ipc::send(&c.sock, &msg, &[spare.sock.as_raw_fd()]).is_err() {
+            self.drop_client(i);
+        }
     }
 
     fn tell(&mut self, i: usize, msg: &FromServer) {
@@ -497,6 +532,7 @@ impl Server {
         drop(self.sigchld.take());
         drop(self.spare.take());
         let _ = SERVER_ADDRESS.set((self.address.clone(), server_pid));
+        self.warm_up();
         let mut buf = Vec::new();
         let fds = match ipc::recv(&sock, &mut buf) {
             Ok(Some(fds)) => fds,
@@ -512,6 +548,26 @@ impl Server {
         let Some(engine) = self.worlds.get(&world).and_then(|w| w.engines.get(&engine)) else { exit_now(1) };
         let code = run_job(engine, &name, span, job, UnixStream::from(result));
         exit_now(code)
+    }
+
+    /// In a spare, before its job comes: do once the work every job starts with, so the
+    /// page faults that come with first touching that code and memory (copy-on-write after
+    /// the fork) are taken now, while the requester is not waiting.
+    fn warm_up(&self) {
+        // Signals are a job's business from here on: a TERM now cancels the job it gets.
+        super::cancel::stop_on_signals();
+        for engine in self.worlds.values().flat_map(|w| w.engines.values()) {
+            drop(engine.world_interp());
+        }
+        let probe = SpareJob {
+            world: 0,
+            engine: 0,
+            name: String::from("spare"),
+            span: Span::default(),
+            job: Job::Call { func: Wire::List(vec![Wire::Int(0); 16]), globals: vec![(0, Wire::Nil)] },
+        };
+        let _ = std::hint::black_box(decode::<SpareJob>(&encode(&probe)));
+        let _ = std::hint::black_box(encode(&Outcome::Value(Wire::List(vec![Wire::Int(0); 16]))));
     }
 }
 
@@ -530,6 +586,17 @@ struct SpareJob {
     name: String,
     span: Span,
     job: Job,
+}
+
+/// A [`SpareJob`] as a client writes it, borrowing the job so the client keeps it for the
+/// server if the spare turns out to be gone. Same fields in the same order: same encoding.
+#[derive(Serialize)]
+pub struct SpareJobRef<'a> {
+    pub world: u64,
+    pub engine: u32,
+    pub name: &'a str,
+    pub span: Span,
+    pub job: &'a Job,
 }
 
 fn stdin_socket() -> std::io::Result<UnixStream> {
@@ -599,7 +666,6 @@ fn nonce() -> u64 {
 
 /// Run a job in a freshly forked child and return its exit status.
 fn run_job(engine: &Engine, name: &str, span: Span, job: Job, result: UnixStream) -> i32 {
-    super::cancel::stop_on_signals();
     let mut interp = engine.world_interp();
     interp.task_name = name.into();
     let shared = interp.shared.clone();

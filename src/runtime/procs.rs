@@ -70,6 +70,8 @@ const SPARE_WAIT: Duration = Duration::from_millis(50);
 pub struct PendingStart {
     req: u64,
     reply: crossbeam_channel::Receiver<Result<i32, String>>,
+    /// Set when a held spare took the job: no reply is coming.
+    taken: Option<i32>,
 }
 
 struct Watch {
@@ -374,18 +376,29 @@ impl Server {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(req, tx);
         // A pool worker's output is passed on as it comes; nothing waits for it to drain.
         let mut output = super::pump::ChildOutput::new(&interp.shared, || {}).map_err(|e| pipe_error(&e, span))?;
-        let sent = self.request(req, interp, name, span, job, result, output.fds(), false);
+        // A held spare takes it if there is one; the server is not waited on for another,
+        // so several workers still start at once.
+        let sent = self.request(req, interp, name, span, job, result, output.fds(), true);
         output.sent();
-        if let Err(e) = sent {
-            self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&req);
-            return Err(e);
+        match sent {
+            Ok(None) => Ok(PendingStart { req, reply: rx, taken: None }),
+            Ok(Some(pid)) => {
+                self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&req);
+                Ok(PendingStart { req, reply: rx, taken: Some(pid) })
+            }
+            Err(e) => {
+                self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&req);
+                Err(e)
+            }
         }
-        Ok(PendingStart { req, reply: rx })
     }
 
     /// Wait for the child asked for by [`Server::begin_start`]; returns its pid.
     pub fn finish_start(&self, interp: &Interp, span: Span, pending: PendingStart) -> R<i32> {
-        let PendingStart { req, reply: rx } = pending;
+        let PendingStart { req, reply: rx, taken } = pending;
+        if let Some(pid) = taken {
+            return Ok(pid);
+        }
         let reply = super::wait::block_on_external(interp, span, "the process server", None, |slice| {
             rx.recv_timeout(slice).ok()
         });

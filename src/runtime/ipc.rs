@@ -38,7 +38,8 @@ pub fn send(sock: &UnixStream, payload: &[u8], fds: &[RawFd]) -> io::Result<()> 
         return w.write_all(&head).and_then(|_| w.write_all(payload));
     }
     let rights = [ControlMessage::ScmRights(fds)];
-    let iov = [IoSlice::new(&head)];
+    // Header and payload in one call when the socket buffer takes them.
+    let iov = [IoSlice::new(&head), IoSlice::new(payload)];
     let sent = loop {
         match sendmsg::<()>(sock.as_raw_fd(), &iov, &rights, MsgFlags::MSG_NOSIGNAL, None) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -46,8 +47,12 @@ pub fn send(sock: &UnixStream, payload: &[u8], fds: &[RawFd]) -> io::Result<()> 
         }
     };
     let mut w = sock;
-    w.write_all(&head[sent..])?;
-    w.write_all(payload)
+    if sent < HEADER {
+        w.write_all(&head[sent..])?;
+        w.write_all(payload)
+    } else {
+        w.write_all(&payload[sent - HEADER..])
+    }
 }
 
 /// Send a frame with no descriptors from a buffer that already holds its header (see [`Frames::push`]).

@@ -462,7 +462,11 @@ impl Server {
             waiters,
         });
         drop(watches);
-        self.poke();
+        // The reactor must poll the new socket in case nobody `wait`s on this task. After a
+        // hand-over to a spare it wakes soon anyway, for the replacement spare the server sends.
+        if pid.is_none() {
+            self.poke();
+        }
         Ok(Some(driver))
     }
 

@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -32,6 +32,17 @@ pub const GUARDIAN_ENV: &str = "CONC_GUARDIAN";
 /// How long the commands of a dead conc get between SIGTERM and SIGKILL: as long as a
 /// command that timed out gets.
 const GRACE: Duration = Duration::from_millis(500);
+
+/// After each read the guardian waits this long before the next. A write to a pipe whose
+/// reader is blocked in `read` wakes the reader, and on a busy machine the woken guardian can
+/// preempt conc: tens of microseconds per command. While the guardian pauses, conc's records
+/// just pile up in the pipe (a burst of commands wakes it once), and a dead conc is noticed
+/// this much later at most.
+const PAUSE: Duration = Duration::from_millis(10);
+
+/// The pipe's capacity, asked for so that even a conc starting thousands of commands a
+/// second between two reads never waits for room.
+const PIPE_SIZE: i32 = 1 << 20;
 
 /// Whether this binary's `main` dispatches to [`serve`] when started as a guardian.
 static SERVES: AtomicBool = AtomicBool::new(false);
@@ -139,7 +150,8 @@ pub fn start() {
         let state = Arc::new(State::default());
         let st = state.clone();
         // The process starts while the first command does; records wait in the pipe meanwhile.
-        let spawned = std::thread::Builder::new().name("conc:guardian".into()).spawn(move || spawn_guardian(&exe, read, &st));
+        let spawned =
+            std::thread::Builder::new().name("conc:guardian".into()).spawn(move || spawn_guardian(&exe, read, &st));
         if spawned.is_err() {
             state.set_up(false);
         }
@@ -271,7 +283,9 @@ pub fn serve() -> ! {
         std::process::exit(0);
     }
     close_other_fds();
-    let watched = read_until_conc_is_gone(std::io::stdin().lock());
+    let stdin = std::io::stdin();
+    let _ = nix::fcntl::fcntl(stdin.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    let watched = read_until_conc_is_gone(stdin.lock(), PAUSE);
     stop_all(&watched);
     std::process::exit(0)
 }
@@ -309,9 +323,9 @@ fn close_other_fds() {
     }
 }
 
-/// Read records until end of file: what is still registered then, or nothing if conc said
-/// the end was clean.
-fn read_until_conc_is_gone(mut pipe: impl Read) -> HashSet<Target> {
+/// Read records until end of file, `pause` after each read: what is still registered then,
+/// or nothing if conc said the end was clean.
+fn read_until_conc_is_gone(mut pipe: impl Read, pause: Duration) -> HashSet<Target> {
     let mut watched = HashSet::new();
     let mut clean = false;
     let mut buf = [0u8; 64 * RECORD];
@@ -338,6 +352,7 @@ fn read_until_conc_is_gone(mut pipe: impl Read) -> HashSet<Target> {
         }
         buf.copy_within(whole..have, 0);
         have -= whole;
+        std::thread::sleep(pause);
     }
     if clean {
         watched.clear();
@@ -395,7 +410,7 @@ mod tests {
             Record::Watch(Target::Group(12)),
             Record::Forget(Target::Group(10)),
         ]);
-        let left = read_until_conc_is_gone(&bytes[..]);
+        let left = read_until_conc_is_gone(&bytes[..], Duration::ZERO);
         assert_eq!(left, HashSet::from([Target::Pid(11), Target::Group(12)]));
     }
 
@@ -412,15 +427,15 @@ mod tests {
                 Ok(n)
             }
         }
-        let left = read_until_conc_is_gone(Trickle(&bytes));
+        let left = read_until_conc_is_gone(Trickle(&bytes), Duration::ZERO);
         assert_eq!(left, HashSet::from([Target::Group(300), Target::Pid(301)]));
     }
 
     #[test]
     fn a_bye_before_end_of_file_leaves_everything_alone_until_resumed() {
         let bye = stream(&[Record::Watch(Target::Group(5)), Record::Bye]);
-        assert!(read_until_conc_is_gone(&bye[..]).is_empty());
+        assert!(read_until_conc_is_gone(&bye[..], Duration::ZERO).is_empty());
         let resumed = stream(&[Record::Watch(Target::Group(5)), Record::Bye, Record::Resume]);
-        assert_eq!(read_until_conc_is_gone(&resumed[..]), HashSet::from([Target::Group(5)]));
+        assert_eq!(read_until_conc_is_gone(&resumed[..], Duration::ZERO), HashSet::from([Target::Group(5)]));
     }
 }

@@ -57,6 +57,11 @@ pub use engine::{
     Settings, Sink,
 };
 pub use error::{Error, ErrorKind};
-/// Call first thing in a host's `main` so its scripts can `fork` (see `docs/embedding.md`).
-pub use runtime::zygote::serve_if_asked as serve_processes;
+/// Call first thing in a host's `main`, while it has one thread, so its scripts can `fork` and
+/// their commands are stopped should the host be SIGKILLed (see `docs/embedding.md`). When
+/// the process was started to serve conc, it serves and never returns.
+pub fn serve_processes() {
+    runtime::guardian::serve_if_asked();
+    runtime::zygote::serve_if_asked();
+}
 pub use value::Value;

@@ -56,7 +56,9 @@ enum Command {
 
 fn main() -> ExitCode {
     // This binary also serves processes for `fork` (see runtime/zygote.rs); that mode is
-    // chosen before anything else, while the process has one thread.
+    // chosen before anything else, while the process has one thread. So is the guardian
+    // that stops its commands should it be SIGKILLed (see runtime/guardian.rs).
+    conc::runtime::guardian::serve_if_asked();
     if std::env::var_os(conc::runtime::zygote::SERVER_ENV).is_some() {
         conc::runtime::zygote::serve();
     }

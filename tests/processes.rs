@@ -61,6 +61,10 @@ impl Running {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
         }
+        Running::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Running {
         let mut child = cmd.spawn().expect("conc starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let stdin = child.stdin.take();
@@ -433,4 +437,138 @@ read_line()
     conc.send_line("end");
     let (code, _) = conc.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{}", conc.stderr());
+}
+
+/// A `start`ed command runs in a process group of its own, so nothing in the kernel stops it
+/// when conc dies: conc's guardian does.
+#[test]
+fn a_sigkilled_conc_leaves_no_subprocess() {
+    let src = r#"
+let gate = pipe()
+let s = start("sleep", "100")
+let kid = fork { gate.recv() }
+print("ready", s.pid, kid.pid)
+gate.recv()
+"#;
+    let mut conc = Running::start("sigkill_subprocess.conc", src, false);
+    let children = ready_processes(&mut conc);
+    sigkill_and_expect_none_left(&mut conc, &children);
+}
+
+/// Both stages of a `run` pipeline still running, its first command conc's first: the
+/// readiness line comes from the last stage once both run.
+#[test]
+fn a_sigkilled_conc_leaves_no_pipeline_running() {
+    let src = r#"
+run("sh", "-c", "echo $$; exec sleep 100") | run("sh", "-c", "read p; echo ready $p $$; exec sleep 100", {stdout: "inherit"})
+"#;
+    let mut conc = Running::start("sigkill_pipeline.conc", src, false);
+    let children = ready_processes(&mut conc);
+    assert!(children.len() >= 2, "{children:?}");
+    sigkill_and_expect_none_left(&mut conc, &children);
+}
+
+/// A command that reads conc's terminal stays in conc's process group, so the guardian
+/// stops it by its pid.
+#[test]
+fn a_sigkilled_conc_stops_a_command_that_reads_its_terminal() {
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let mut cmd = conc_command(&script(
+        "sigkill_terminal.conc",
+        r#"
+let s = start("sleep", "100", {stdin: "inherit"})
+print("ready", s.pid)
+wait s
+"#,
+    ));
+    cmd.stdin(Stdio::from(pty.slave));
+    let mut conc = Running::spawn(cmd);
+    let children = ready_processes(&mut conc);
+    let pgid = |pid: i32| nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).expect("getpgid");
+    assert_eq!(pgid(children[0]), pgid(conc.pid()), "the command shares conc's group");
+    sigkill_and_expect_none_left(&mut conc, &children);
+    drop(pty.master);
+}
+
+fn sigkill_and_expect_none_left(conc: &mut Running, children: &[i32]) {
+    assert!(children.iter().all(|&p| is_running(p)), "{children:?}");
+    signal(conc.pid(), nix::sys::signal::Signal::SIGKILL);
+    let (code, _) = conc.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, None, "killed by a signal");
+    let gone = eventually(Duration::from_secs(5), || children.iter().all(|&p| !is_running(p)));
+    let survivors: Vec<i32> = children.iter().copied().filter(|&p| is_running(p)).collect();
+    for &p in &survivors {
+        signal(p, nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(gone, "children ran on after conc was SIGKILLed: {survivors:?}");
+}
+
+fn fd_links(pid: i32) -> Vec<(i32, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    let mut out: Vec<(i32, String)> = dir
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            Some((fd, std::fs::read_link(e.path()).ok()?.display().to_string()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The process whose stdin is the read end of a pipe conc holds: conc's guardian.
+fn guardian_of(conc: i32) -> Option<i32> {
+    let pipes: Vec<String> = fd_links(conc).into_iter().map(|(_, l)| l).filter(|l| l.starts_with("pipe:")).collect();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).ok()?.display().to_string();
+        (pid != conc && cmdline.starts_with(b"conc-guardian\0") && pipes.contains(&stdin)).then_some(pid)
+    })
+}
+
+/// The guardian is a process of its own, in a session of its own, holding nothing but its
+/// pipe from conc and /dev/null; conc holds one descriptor for it, and after a thousand
+/// commands nothing is left below conc. It exits when conc does.
+#[test]
+fn commands_leave_conc_one_descriptor_for_the_guardian_and_no_child() {
+    let src = r#"
+print("before")
+read_line()
+for i in range(1000) { run("true") }
+for i in range(20) { run("printf", "x") | run("cat") }
+let s = start("sleep", "100")
+print("ready", s.pid)
+read_line()
+s.kill()
+try { wait s } catch e { }
+print("done")
+read_line()
+"#;
+    let mut conc = Running::start("guardian_hygiene.conc", src, false);
+    let pid = conc.pid();
+    conc.line_starting("before");
+    let before = fd_links(pid).len();
+    conc.send_line("go");
+    let sleeper = pids(&conc.line_starting("ready"))[0];
+    let guardian = guardian_of(pid).expect("conc has a guardian");
+    let links = fd_links(guardian);
+    assert_eq!(links.iter().map(|(fd, _)| *fd).collect::<Vec<_>>(), [0, 1, 2], "{links:?}");
+    assert_eq!(&links[1].1, "/dev/null");
+    assert_eq!(&links[2].1, "/dev/null");
+    let (_, ppid) = proc_stat(guardian).expect("the guardian runs");
+    assert_ne!(ppid, pid, "the guardian is not conc's child");
+    let sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(guardian))).expect("getsid");
+    assert_eq!(sid.as_raw(), guardian, "the guardian leads a session of its own");
+    conc.send_line("stop");
+    conc.line_starting("done");
+    assert!(!is_running(sleeper));
+    let settled = eventually(Duration::from_secs(5), || fd_links(pid).len() == before + 1);
+    assert!(settled, "conc holds {:?}; {before} before its first command", fd_links(pid));
+    let clean = eventually(Duration::from_secs(5), || descendants(pid).is_empty());
+    assert!(clean, "left below conc (pid, state): {:?}", descendants(pid));
+    conc.send_line("end");
+    let (code, _) = conc.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{}", conc.stderr());
+    assert!(eventually(Duration::from_secs(5), || !is_running(guardian)), "the guardian outlived conc");
 }

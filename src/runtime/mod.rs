@@ -7,6 +7,7 @@ pub mod channel;
 pub mod command;
 pub mod file;
 pub mod fork;
+pub mod guardian;
 pub mod ipc;
 pub mod pool;
 pub mod portable;

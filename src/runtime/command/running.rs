@@ -90,6 +90,9 @@ impl Procs {
             return true;
         }
         let pid = st.pids[i];
+        if st.pgid.is_none() && !crate::runtime::guardian::forget_exited(pid, block) {
+            return false;
+        }
         let flags = if block { None } else { Some(WaitPidFlag::WNOHANG) };
         let status = loop {
             match waitpid(Pid::from_raw(pid), flags) {
@@ -396,6 +399,7 @@ impl Running {
         self.lines.ended = true;
         self.feeds.clear();
         self.clear_group(killing);
+        crate::runtime::guardian::forget_group(self.procs.lock().pgid);
         for f in std::mem::take(&mut self.feeders) {
             f.stop.store(true, Ordering::SeqCst);
             let _ = f.handle.join();

@@ -81,7 +81,10 @@ pub fn launch(shared: &Arc<Shared>, plan: Plan, lines: bool) -> R<Running> {
     let n = plan.stages.len();
     shared.admit_subprocesses(n, plan.span)?;
     static INHERITED: std::sync::Once = std::sync::Once::new();
-    INHERITED.call_once(close_inherited_on_exec);
+    INHERITED.call_once(|| {
+        close_inherited_on_exec();
+        crate::runtime::guardian::start();
+    });
     let mut run = Running::new(plan, Arc::new(Procs::default()), shared.clone());
     match start_all(&mut run, lines) {
         Ok(()) => Ok(run),
@@ -141,6 +144,9 @@ fn start_all(run: &mut Running, lines: bool) -> R<()> {
         drop(c);
         let pid = child.id() as i32;
         crate::runtime::track_child(pid);
+        if !own_group || i == 0 {
+            crate::runtime::guardian::watch(pid, own_group);
+        }
         {
             let mut p = run.procs.lock();
             p.pids.push(pid);
@@ -353,6 +359,8 @@ pub fn exec(st: &Stage) -> RuntimeError {
     configure(&mut c, st);
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    crate::runtime::guardian::before_exec();
     let e = c.exec();
+    crate::runtime::guardian::after_failed_exec();
     spawn_error(&e, st)
 }

@@ -283,8 +283,12 @@ print("loops", sum(loops) == counter.get(), min(loops) > 0)
 /// (the process server and its spare included).
 fn ready_processes(conc: &mut Running) -> Vec<i32> {
     let mut all = pids(&conc.line_starting("ready"));
+    // The guardian's launcher is conc's child for a moment only (it exits once it has forked
+    // the guardian): it is neither a command nor something left behind.
+    let guardian =
+        |pid: i32| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"conc-guardian"));
     for (pid, _) in descendants(conc.pid()) {
-        if !all.contains(&pid) {
+        if !all.contains(&pid) && !guardian(pid) {
             all.push(pid);
         }
     }

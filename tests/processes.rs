@@ -281,18 +281,18 @@ print("loops", sum(loops) == counter.get(), min(loops) > 0)
 
 /// The pids a script prints on its `ready` line, plus every process below conc at that moment
 /// (the process server and its spare included).
-fn ready_processes(conc: &mut Running) -> Vec<i32> {
-    let mut all = pids(&conc.line_starting("ready"));
-    // The guardian's launcher is conc's child for a moment only (it exits once it has forked
-    // the guardian): it is neither a command nor something left behind.
-    let guardian =
-        |pid: i32| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"conc-guardian"));
+/// The pids a script names on its "ready" line, and those plus every process below conc
+/// at that moment. Only the named ones are sure to be running: a helper of conc's (the
+/// guardian's launcher) can be its child for a moment.
+fn ready_processes(conc: &mut Running) -> (Vec<i32>, Vec<i32>) {
+    let named = pids(&conc.line_starting("ready"));
+    let mut all = named.clone();
     for (pid, _) in descendants(conc.pid()) {
-        if !all.contains(&pid) && !guardian(pid) {
+        if !all.contains(&pid) {
             all.push(pid);
         }
     }
-    all
+    (named, all)
 }
 
 const EIGHT_CHILDREN: &str = r#"
@@ -315,9 +315,9 @@ fn ctrl_c_with_eight_children_exits_130_and_leaves_none() {
     // SIGINT to conc alone, and to its whole process group as a terminal's Ctrl-C does.
     for to_group in [false, true] {
         let mut conc = Running::start("ctrl_c.conc", EIGHT_CHILDREN, to_group);
-        let children = ready_processes(&mut conc);
+        let (named, children) = ready_processes(&mut conc);
         assert!(children.len() >= 9, "4 forks, 4 pool workers, a command and the server: {children:?}");
-        assert!(children.iter().all(|&p| is_running(p)), "{children:?}");
+        assert!(named.iter().all(|&p| is_running(p)), "{named:?}");
         let target = if to_group { -conc.pid() } else { conc.pid() };
         signal(target, nix::sys::signal::Signal::SIGINT);
         // The issue asks for about a second; the bound is generous for a loaded machine.
@@ -343,7 +343,7 @@ gate.recv()
     let mut took = Vec::new();
     for twice in [false, true] {
         let mut conc = Running::start("ctrl_c_twice.conc", src, false);
-        let children = ready_processes(&mut conc);
+        let (_, children) = ready_processes(&mut conc);
         signal(conc.pid(), nix::sys::signal::Signal::SIGINT);
         if twice {
             // Two signals sent at once may be delivered as one: the second goes once the
@@ -375,7 +375,7 @@ print("ready", " ".join(kids.map(fn(k) { k.pid }) + [grandchild.pid] + more))
 gate.recv()
 "#;
     let mut conc = Running::start("sigkill.conc", src, false);
-    let children = ready_processes(&mut conc);
+    let (_, children) = ready_processes(&mut conc);
     assert!(children.len() >= 7, "{children:?}");
     signal(conc.pid(), nix::sys::signal::Signal::SIGKILL);
     let (code, _) = conc.wait_exit(Duration::from_secs(5));
@@ -455,8 +455,8 @@ print("ready", s.pid, kid.pid)
 gate.recv()
 "#;
     let mut conc = Running::start("sigkill_subprocess.conc", src, false);
-    let children = ready_processes(&mut conc);
-    sigkill_and_expect_none_left(&mut conc, &children);
+    let (named, children) = ready_processes(&mut conc);
+    sigkill_and_expect_none_left(&mut conc, &named, &children);
 }
 
 /// Both stages of a `run` pipeline still running, its first command conc's first: the
@@ -467,9 +467,9 @@ fn a_sigkilled_conc_leaves_no_pipeline_running() {
 run("sh", "-c", "echo $$; exec sleep 100") | run("sh", "-c", "read p; echo ready $p $$; exec sleep 100", {stdout: "inherit"})
 "#;
     let mut conc = Running::start("sigkill_pipeline.conc", src, false);
-    let children = ready_processes(&mut conc);
-    assert!(children.len() >= 2, "{children:?}");
-    sigkill_and_expect_none_left(&mut conc, &children);
+    let (named, children) = ready_processes(&mut conc);
+    assert!(named.len() >= 2, "{named:?}");
+    sigkill_and_expect_none_left(&mut conc, &named, &children);
 }
 
 /// A command that reads conc's terminal stays in conc's process group, so the guardian
@@ -487,15 +487,15 @@ wait s
     ));
     cmd.stdin(Stdio::from(pty.slave));
     let mut conc = Running::spawn(cmd);
-    let children = ready_processes(&mut conc);
+    let (named, children) = ready_processes(&mut conc);
     let pgid = |pid: i32| nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).expect("getpgid");
-    assert_eq!(pgid(children[0]), pgid(conc.pid()), "the command shares conc's group");
-    sigkill_and_expect_none_left(&mut conc, &children);
+    assert_eq!(pgid(named[0]), pgid(conc.pid()), "the command shares conc's group");
+    sigkill_and_expect_none_left(&mut conc, &named, &children);
     drop(pty.master);
 }
 
-fn sigkill_and_expect_none_left(conc: &mut Running, children: &[i32]) {
-    assert!(children.iter().all(|&p| is_running(p)), "{children:?}");
+fn sigkill_and_expect_none_left(conc: &mut Running, named: &[i32], children: &[i32]) {
+    assert!(named.iter().all(|&p| is_running(p)), "{named:?}");
     signal(conc.pid(), nix::sys::signal::Signal::SIGKILL);
     let (code, _) = conc.wait_exit(Duration::from_secs(5));
     assert_eq!(code, None, "killed by a signal");

@@ -50,7 +50,7 @@ impl End {
     fn stdio(self) -> Stdio {
         match self {
             End::Inherit => Stdio::inherit(),
-            End::Null => Stdio::null(),
+            End::Null => dev_null().map_or_else(Stdio::null, Stdio::from),
             End::Fd(fd) => Stdio::from(fd),
         }
     }
@@ -64,6 +64,29 @@ impl End {
             End::Fd(fd) => End::Fd(fd.try_clone()?),
         })
     }
+}
+
+/// A copy of this process's own `/dev/null` descriptor, opened once: duplicating it costs a
+/// fraction of opening `/dev/null` again for every command (the default stdin). The
+/// descriptor is close-on-exec. A process forked from this one (the process server, a
+/// `fork` child) inherits the number but opens its own: the inherited copy is not known to
+/// be still open there, so it is left alone rather than used or closed.
+fn dev_null() -> Option<OwnedFd> {
+    static NULL: std::sync::Mutex<Option<(u32, OwnedFd)>> = std::sync::Mutex::new(None);
+    let mut held = NULL.lock().unwrap_or_else(|e| e.into_inner());
+    let me = std::process::id();
+    if let Some((owner, fd)) = held.as_ref() {
+        if *owner == me {
+            return fd.try_clone().ok();
+        }
+    }
+    if let Some((_, inherited)) = held.take() {
+        std::mem::forget(inherited);
+    }
+    let fd: OwnedFd = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").ok()?.into();
+    let copy = fd.try_clone().ok();
+    *held = Some((me, fd));
+    copy
 }
 
 /// A pipe whose both ends close on exec; the child's end is dup'ed onto 0, 1 or 2, which

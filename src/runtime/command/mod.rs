@@ -12,6 +12,7 @@
 
 mod background;
 mod lines;
+mod path;
 mod running;
 mod spawn;
 mod spec;

@@ -133,6 +133,8 @@ pub struct Stream {
     pub is_stderr: bool,
     pub dest: Dest,
     pub open: bool,
+    /// conc's copy of the child's end, kept while the stage runs (see `spawn::out_end`).
+    pub held: Option<OwnedFd>,
 }
 
 /// Bytes to write to a stage's stdin.
@@ -244,6 +246,14 @@ impl Running {
         }
     }
 
+    /// Close conc's copies of stage `i`'s output pipes, so they end when the last writer
+    /// (a grandchild, say) closes them.
+    pub fn release_held(&mut self, i: usize) {
+        for s in self.streams.iter_mut().filter(|s| s.stage == i) {
+            s.held = None;
+        }
+    }
+
     /// Everything is reaped and closed.
     pub fn is_done(&self) -> bool {
         self.finished.is_some()
@@ -273,6 +283,7 @@ impl Running {
                 Event::Exit(i) => {
                     if self.procs.reap(i, false) {
                         self.pidfds[i] = None;
+                        self.release_held(i);
                     }
                 }
             }

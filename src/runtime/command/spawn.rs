@@ -2,6 +2,7 @@
 //! the pipeline in a process group of its own, every descriptor close-on-exec, so a child
 //! sees only its 0, 1 and 2.
 
+use super::path;
 use super::running::{Dest, Feed, Feeder, Procs, Running, Stream};
 use super::spec::{Input, Output, Plan, Stage};
 use crate::builtins::io_error;
@@ -13,6 +14,7 @@ use crate::runtime::channel::Channel;
 use crate::value::Value;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -48,7 +50,7 @@ impl End {
     fn stdio(self) -> Stdio {
         match self {
             End::Inherit => Stdio::inherit(),
-            End::Null => Stdio::null(),
+            End::Null => dev_null().map_or_else(Stdio::null, Stdio::from),
             End::Fd(fd) => Stdio::from(fd),
         }
     }
@@ -62,6 +64,29 @@ impl End {
             End::Fd(fd) => End::Fd(fd.try_clone()?),
         })
     }
+}
+
+/// A copy of this process's own `/dev/null` descriptor, opened once: duplicating it costs a
+/// fraction of opening `/dev/null` again for every command (the default stdin). The
+/// descriptor is close-on-exec. A process forked from this one (the process server, a
+/// `fork` child) inherits the number but opens its own: the inherited copy is not known to
+/// be still open there, so it is left alone rather than used or closed.
+fn dev_null() -> Option<OwnedFd> {
+    static NULL: std::sync::Mutex<Option<(u32, OwnedFd)>> = std::sync::Mutex::new(None);
+    let mut held = NULL.lock().unwrap_or_else(|e| e.into_inner());
+    let me = std::process::id();
+    if let Some((owner, fd)) = held.as_ref() {
+        if *owner == me {
+            return fd.try_clone().ok();
+        }
+    }
+    if let Some((_, inherited)) = held.take() {
+        std::mem::forget(inherited);
+    }
+    let fd: OwnedFd = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").ok()?.into();
+    let copy = fd.try_clone().ok();
+    *held = Some((me, fd));
+    copy
 }
 
 /// A pipe whose both ends close on exec; the child's end is dup'ed onto 0, 1 or 2, which
@@ -131,14 +156,19 @@ fn start_all(run: &mut Running, lines: bool) -> R<()> {
             Output::Stdout => stdout.try_clone().map_err(|e| io_fail(&e, st))?,
             ref out => out_end(&run.shared, st, out, i, true, None, false, &mut run.streams)?,
         };
-        let mut c = std::process::Command::new(&st.argv[0]);
+        let (mut c, searched) = program(st);
         c.args(&st.argv[1..]).stdin(stdin.stdio()).stdout(stdout.stdio()).stderr(stderr.stdio());
         configure(&mut c, st);
         let pgid = run.procs.lock().pgid;
         if own_group {
             c.process_group(pgid.unwrap_or(0));
         }
-        let child = c.spawn().map_err(|e| spawn_error(&e, st))?;
+        let child = c.spawn().map_err(|e| {
+            if let Some(path) = searched {
+                path::forget(&st.argv[0], &path);
+            }
+            spawn_error(&e, st)
+        })?;
         // Dropping the builder closes conc's copies of the child's ends, so end of file
         // reaches each reader when its writer exits.
         drop(c);
@@ -157,6 +187,9 @@ fn start_all(run: &mut Running, lines: bool) -> R<()> {
         }
         let pidfd = rustix::process::Pid::from_raw(pid)
             .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+        if pidfd.is_none() {
+            run.release_held(i);
+        }
         run.pidfds.push(pidfd);
     }
     for (w, ch) in channels {
@@ -164,6 +197,23 @@ fn start_all(run: &mut Running, lines: bool) -> R<()> {
         run.feeders.push(feeder);
     }
     Ok(())
+}
+
+/// A builder for the stage's program: a bare name that conc's PATH resolves starts from its
+/// full path (argv[0] stays the name), and the PATH it was found on is returned so a failed
+/// start can forget it.
+fn program(st: &Stage) -> (std::process::Command, Option<OsString>) {
+    let name = &st.argv[0];
+    let inherits_path = !st.clear_env && st.env.iter().all(|(k, _)| k != "PATH");
+    let search_path = if inherits_path { std::env::var_os("PATH") } else { None };
+    if let Some(search_path) = search_path {
+        if let Some(full) = path::resolve(name, &search_path) {
+            let mut c = std::process::Command::new(full);
+            c.arg0(name);
+            return (c, Some(search_path));
+        }
+    }
+    (std::process::Command::new(name), None)
 }
 
 /// The environment and directory options, shared with `exec`.
@@ -221,8 +271,12 @@ fn out_end(
     let mut read_end = |dest: Dest| -> R<End> {
         let (r, w) = pipe().map_err(|e| io_fail(&e, st))?;
         let file = nonblocking(r).map_err(|e| io_fail(&e, st))?;
-        streams.push(Stream { file, stage, is_stderr, dest, open: true });
-        Ok(End::Fd(w))
+        // conc keeps a copy of the write end until the stage is reaped, so the pipe never
+        // reports end of file: the child's exit then wakes the poll loop once, on its pidfd,
+        // instead of once for the pipes closing and again for the exit a moment later.
+        let child_end = w.try_clone().map_err(|e| io_fail(&e, st))?;
+        streams.push(Stream { file, stage, is_stderr, dest, open: true, held: Some(w) });
+        Ok(End::Fd(child_end))
     };
     Ok(match out {
         Output::Capture if as_lines => read_end(Dest::Lines)?,

@@ -567,7 +567,9 @@ read_line()
     conc.send_line("stop");
     conc.line_starting("done");
     assert!(!is_running(sleeper));
-    let settled = eventually(Duration::from_secs(5), || fd_links(pid).len() == before + 1);
+    // Two kept for the process's life: the guardian's pipe, and the one /dev/null that every
+    // command's default stdin is duplicated from.
+    let settled = eventually(Duration::from_secs(5), || fd_links(pid).len() == before + 2);
     assert!(settled, "conc holds {:?}; {before} before its first command", fd_links(pid));
     let clean = eventually(Duration::from_secs(5), || descendants(pid).is_empty());
     assert!(clean, "left below conc (pid, state): {:?}", descendants(pid));

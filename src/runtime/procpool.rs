@@ -117,7 +117,9 @@ impl Pool {
                 .map_err(|e| RuntimeError::new(ErrorKind::Io, format!("cannot make a socket: {e}"), span).into())
                 .and_then(|(mine, theirs)| {
                     let job = Job::Worker { func: plan.job_func.clone(), globals: plan.globals.clone() };
-                    self.server.begin_start(interp, "pool worker", span, job, theirs).map(|p| (mine, p))
+                    // The spares used are replaced when the map is over, so the forks that
+                    // make new ones do not take CPU from the workers.
+                    self.server.begin_start(interp, "pool worker", span, job, theirs, false).map(|p| (mine, p))
                 });
             match asked {
                 Ok(p) => pending.push(p),
@@ -159,6 +161,7 @@ impl Pool {
             }
             interp.shared.release_process();
         }
+        self.server.refill_spares();
     }
 }
 

@@ -261,9 +261,10 @@ impl Server {
         });
     }
 
-    /// Start a child that runs `job`, with `result` as its end of the result socket. With
-    /// `direct`, a held spare takes the job and its pid comes back; otherwise the server is
-    /// asked, and its reply comes to the reactor under request number `req`.
+    /// Start a child that runs `job`, with `result` as its end of the result socket. A held
+    /// spare takes the job and its pid comes back; otherwise the server is asked, and its
+    /// reply comes to the reactor under request number `req`. With `refill`, the spare used
+    /// is replaced at once.
     #[allow(clippy::too_many_arguments)]
     fn request(
         &self,
@@ -274,7 +275,7 @@ impl Server {
         job: Job,
         result: UnixStream,
         output: [std::os::fd::RawFd; 2],
-        direct: bool,
+        refill: bool,
     ) -> R<Option<i32>> {
         let shared = &interp.shared;
         let io = |e: std::io::Error| -> crate::interp::Unwind {
@@ -283,13 +284,13 @@ impl Server {
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
         self.sync_world(&mut sent, shared).map_err(io)?;
         let fds = [result.as_raw_fd(), 0, output[0], output[1]];
-        if direct {
-            let job = SpareJobRef { world: shared.world_id, engine: interp.engine_id, name, span, job: &job };
-            let taken = self.hand_to_spare(&encode(&job), &fds);
+        let spare_job = SpareJobRef { world: shared.world_id, engine: interp.engine_id, name, span, job: &job };
+        let taken = self.hand_to_spare(&encode(&spare_job), &fds);
+        if refill {
             self.ask_for_spares();
-            if taken.is_some() {
-                return Ok(taken);
-            }
+        }
+        if taken.is_some() {
+            return Ok(taken);
         }
         let msg = ToServer::Start {
             req,
@@ -328,6 +329,12 @@ impl Server {
         }
     }
 
+    /// Top the spares up after starts that left that for later.
+    pub fn refill_spares(&self) {
+        let _sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        self.ask_for_spares();
+    }
+
     /// Top the spares up. Called with `sent` held, which orders writes to the server.
     fn ask_for_spares(&self) {
         let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
@@ -355,7 +362,7 @@ impl Server {
 
     /// Start a child for `job` and wait until it runs; returns its pid.
     pub fn start(self: &Arc<Self>, interp: &Interp, name: &str, span: Span, job: Job, result: UnixStream) -> R<i32> {
-        let pending = self.begin_start(interp, name, span, job, result)?;
+        let pending = self.begin_start(interp, name, span, job, result, true)?;
         self.finish_start(interp, span, pending)
     }
 
@@ -368,6 +375,7 @@ impl Server {
         span: Span,
         job: Job,
         result: UnixStream,
+        refill: bool,
     ) -> R<PendingStart> {
         self.ensure_reactor();
         let (tx, rx) = bounded(1);
@@ -378,7 +386,7 @@ impl Server {
         let mut output = super::pump::ChildOutput::new(&interp.shared, || {}).map_err(|e| pipe_error(&e, span))?;
         // A held spare takes it if there is one; the server is not waited on for another,
         // so several workers still start at once.
-        let sent = self.request(req, interp, name, span, job, result, output.fds(), true);
+        let sent = self.request(req, interp, name, span, job, result, output.fds(), refill);
         output.sent();
         match sent {
             Ok(None) => Ok(PendingStart { req, reply: rx, taken: None }),

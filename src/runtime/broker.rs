@@ -511,6 +511,13 @@ pub fn flush_sends() {
     open_conns().iter().for_each(|c| c.flush());
 }
 
+/// In the process server, before it forks: create this thread's connection table, so a
+/// forked child inherits it made (its first use registers a thread-exit hook, which costs
+/// a symbol lookup and page copies in every child otherwise).
+pub fn prepare_for_fork() {
+    CONNS.with(|_| ());
+}
+
 /// At the end of a task: wait until this thread's sends are carried out, and raise the
 /// first one that failed (a send on a channel closed meanwhile, say).
 pub fn settle(interp: &Interp) -> R<()> {

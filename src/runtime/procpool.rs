@@ -113,15 +113,10 @@ impl Pool {
                 failure = Some(e);
                 break;
             }
-            let asked = ipc::pair()
-                .map_err(|e| RuntimeError::new(ErrorKind::Io, format!("cannot make a socket: {e}"), span).into())
-                .and_then(|(mine, theirs)| {
-                    let job = Job::Worker { func: plan.job_func.clone(), globals: plan.globals.clone() };
-                    // The spares used are replaced when the map is over, so the forks that
-                    // make new ones do not take CPU from the workers.
-                    self.server.begin_start(interp, "pool worker", span, job, theirs, false).map(|p| (mine, p))
-                });
-            match asked {
+            let job = Job::Worker { func: plan.job_func.clone(), globals: plan.globals.clone() };
+            // The spares used are replaced when the map is over, so the forks that make new
+            // ones do not take CPU from the workers.
+            match self.server.begin_start(interp, "pool worker", span, job, false) {
                 Ok(p) => pending.push(p),
                 Err(e) => {
                     interp.shared.release_process();
@@ -130,9 +125,9 @@ impl Pool {
                 }
             }
         }
-        for (sock, p) in pending {
+        for p in pending {
             match self.server.finish_start(interp, span, p) {
-                Ok(pid) => {
+                Ok((pid, sock)) => {
                     let _ = sock.set_nonblocking(true);
                     self.workers.push(Worker { pid, sock, frames: Reassembler::default(), queued: VecDeque::new() });
                 }

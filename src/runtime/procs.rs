@@ -72,6 +72,14 @@ pub struct PendingStart {
     reply: crossbeam_channel::Receiver<Result<i32, String>>,
     /// Set when a held spare took the job: no reply is coming.
     taken: Option<i32>,
+    sock: UnixStream,
+}
+
+/// A job on its way to a child: the child's pid when a held spare took it, and this side
+/// of the socket the child reports on.
+struct Handed {
+    pid: Option<i32>,
+    sock: UnixStream,
 }
 
 struct Watch {
@@ -261,10 +269,10 @@ impl Server {
         });
     }
 
-    /// Start a child that runs `job`, with `result` as its end of the result socket. A held
-    /// spare takes the job and its pid comes back; otherwise the server is asked, and its
-    /// reply comes to the reactor under request number `req`. With `refill`, the spare used
-    /// is replaced at once.
+    /// Start a child that runs `job`. A held spare takes it, and reports on the socket it
+    /// was handed over with; otherwise the server is asked, with a new socket, and its reply
+    /// comes to the reactor under request number `req`. With `refill`, the spare used is
+    /// replaced at once.
     #[allow(clippy::too_many_arguments)]
     fn request(
         &self,
@@ -273,25 +281,26 @@ impl Server {
         name: &str,
         span: Span,
         job: Job,
-        result: UnixStream,
         output: [std::os::fd::RawFd; 2],
         refill: bool,
-    ) -> R<Option<i32>> {
+    ) -> R<Handed> {
         let shared = &interp.shared;
         let io = |e: std::io::Error| -> crate::interp::Unwind {
             RuntimeError::new(ErrorKind::Io, format!("the process server is gone: {e}"), span).into()
         };
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
         self.sync_world(&mut sent, shared).map_err(io)?;
-        let fds = [result.as_raw_fd(), 0, output[0], output[1]];
         let spare_job = SpareJobRef { world: shared.world_id, engine: interp.engine_id, name, span, job: &job };
-        let taken = self.hand_to_spare(&encode(&spare_job), &fds);
+        let taken = self.hand_to_spare(&encode(&spare_job), &[0, output[0], output[1]]);
         if refill {
             self.ask_for_spares();
         }
-        if taken.is_some() {
-            return Ok(taken);
+        if let Some((pid, sock)) = taken {
+            return Ok(Handed { pid: Some(pid), sock });
         }
+        let (mine, theirs) = ipc::pair()
+            .map_err(|e| RuntimeError::new(ErrorKind::Io, format!("cannot make a socket for a process: {e}"), span))?;
+        let fds = [theirs.as_raw_fd(), 0, output[0], output[1]];
         let msg = ToServer::Start {
             req,
             world: shared.world_id,
@@ -301,17 +310,18 @@ impl Server {
             job,
         };
         ipc::send(&self.ctl, &encode(&msg), &fds).map_err(io)?;
-        Ok(None)
+        Ok(Handed { pid: None, sock: mine })
     }
 
-    /// Give an encoded [`SpareJobRef`] to a held spare that knows the current world; its pid.
-    fn hand_to_spare(&self, job: &[u8], fds: &[std::os::fd::RawFd]) -> Option<i32> {
+    /// Give an encoded [`SpareJobRef`] to a held spare that knows the current world, with
+    /// its stdin, stdout and stderr; its pid, and the socket it will report on.
+    fn hand_to_spare(&self, job: &[u8], stdio: &[std::os::fd::RawFd; 3]) -> Option<(i32, UnixStream)> {
         let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
         let epoch = spares.epoch;
         while let Some(spare) = spares.held.pop() {
             // A spare that has died (killed from outside) refuses the job; the next is tried.
-            if spare.epoch == epoch && ipc::send(&spare.sock, job, fds).is_ok() {
-                return Some(spare.pid);
+            if spare.epoch == epoch && ipc::send(&spare.sock, job, stdio).is_ok() {
+                return Some((spare.pid, spare.sock));
             }
         }
         None
@@ -360,9 +370,10 @@ impl Server {
         self.spare_came.notify_all();
     }
 
-    /// Start a child for `job` and wait until it runs; returns its pid.
-    pub fn start(self: &Arc<Self>, interp: &Interp, name: &str, span: Span, job: Job, result: UnixStream) -> R<i32> {
-        let pending = self.begin_start(interp, name, span, job, result, true)?;
+    /// Start a child for `job` and wait until it runs; returns its pid and the socket it
+    /// reports on.
+    pub fn start(self: &Arc<Self>, interp: &Interp, name: &str, span: Span, job: Job) -> R<(i32, UnixStream)> {
+        let pending = self.begin_start(interp, name, span, job, true)?;
         self.finish_start(interp, span, pending)
     }
 
@@ -374,7 +385,6 @@ impl Server {
         name: &str,
         span: Span,
         job: Job,
-        result: UnixStream,
         refill: bool,
     ) -> R<PendingStart> {
         self.ensure_reactor();
@@ -386,13 +396,13 @@ impl Server {
         let mut output = super::pump::ChildOutput::new(&interp.shared, || {}).map_err(|e| pipe_error(&e, span))?;
         // A held spare takes it if there is one; the server is not waited on for another,
         // so several workers still start at once.
-        let sent = self.request(req, interp, name, span, job, result, output.fds(), refill);
+        let sent = self.request(req, interp, name, span, job, output.fds(), refill);
         output.sent();
         match sent {
-            Ok(None) => Ok(PendingStart { req, reply: rx, taken: None }),
-            Ok(Some(pid)) => {
+            Ok(Handed { pid: None, sock }) => Ok(PendingStart { req, reply: rx, taken: None, sock }),
+            Ok(Handed { pid: Some(pid), sock }) => {
                 self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&req);
-                Ok(PendingStart { req, reply: rx, taken: Some(pid) })
+                Ok(PendingStart { req, reply: rx, taken: Some(pid), sock })
             }
             Err(e) => {
                 self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&req);
@@ -401,11 +411,12 @@ impl Server {
         }
     }
 
-    /// Wait for the child asked for by [`Server::begin_start`]; returns its pid.
-    pub fn finish_start(&self, interp: &Interp, span: Span, pending: PendingStart) -> R<i32> {
-        let PendingStart { req, reply: rx, taken } = pending;
+    /// Wait for the child asked for by [`Server::begin_start`]; returns its pid and the
+    /// socket it reports on.
+    pub fn finish_start(&self, interp: &Interp, span: Span, pending: PendingStart) -> R<(i32, UnixStream)> {
+        let PendingStart { req, reply: rx, taken, sock } = pending;
         if let Some(pid) = taken {
-            return Ok(pid);
+            return Ok((pid, sock));
         }
         let reply = super::wait::block_on_external(interp, span, "the process server", None, |slice| {
             rx.recv_timeout(slice).ok()
@@ -417,7 +428,7 @@ impl Server {
                 return Err(e);
             }
         };
-        reply.map_err(|reason| refused(&reason, span).into())
+        reply.map(|pid| (pid, sock)).map_err(|reason| refused(&reason, span).into())
     }
 
     /// Start a child for `job` as a task: this returns at once, and the reactor completes
@@ -431,9 +442,6 @@ impl Server {
     ) -> R<Option<Arc<dyn Drive>>> {
         self.ensure_reactor();
         let span = task.span;
-        let (mine, theirs) = ipc::pair()
-            .map_err(|e| RuntimeError::new(ErrorKind::Io, format!("cannot make a socket for a process: {e}"), span))?;
-        let _ = mine.set_nonblocking(true);
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
         let mut output =
@@ -441,13 +449,14 @@ impl Server {
         self.await_spare();
         // Held while the request goes out, so the reactor finds the watch for the reply.
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = self.request(req, interp, &task.name, span, job, theirs, output.fds(), true);
+        let sent = self.request(req, interp, &task.name, span, job, output.fds(), true);
         output.sent();
-        let pid = sent?;
+        let Handed { pid, sock } = sent?;
         if let Some(pid) = pid {
             info.set_pid(pid);
         }
-        let sock = Arc::new(mine);
+        let _ = sock.set_nonblocking(true);
+        let sock = Arc::new(sock);
         let waiters = Arc::new(AtomicUsize::new(0));
         let driver: Arc<dyn Drive> = Arc::new(ProcessDriver {
             server: self.clone(),

@@ -370,11 +370,9 @@ impl Dispatcher {
             _ => RuntimeError::new(ErrorKind::Task, "the pool could not start a worker", self.span),
         };
         interp.shared.admit_process(self.span).map_err(unwind)?;
-        let (mine, theirs) = ipc::pair()
-            .map_err(|e| RuntimeError::new(ErrorKind::Io, format!("cannot make a socket: {e}"), self.span))?;
         let job = Job::Worker { func: Wire::Nil, globals: Vec::new() };
-        match self.server.start(interp, "pool worker", self.span, job, theirs) {
-            Ok(pid) => {
+        match self.server.start(interp, "pool worker", self.span, job) {
+            Ok((pid, mine)) => {
                 let _ = mine.set_nonblocking(true);
                 self.workers.push(ProcWorker { pid, sock: mine, frames: Reassembler::default(), running: None });
                 Ok(())

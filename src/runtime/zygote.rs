@@ -300,6 +300,7 @@ impl Server {
         // The stack bounds are found once here, by reading /proc/self/maps; every child
         // inherits them instead of paying for that read itself.
         let _ = stacker::remaining_stack();
+        super::broker::prepare_for_fork();
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         loop {
             if self.clients[0].is_none() {
@@ -539,14 +540,24 @@ impl Server {
             _ => exit_now(0),
         };
         let Ok(SpareJob { world, engine, name, span, job }) = decode::<SpareJob>(&buf) else { exit_now(1) };
-        let Ok([result, stdin, stdout, stderr]) = <[OwnedFd; 4]>::try_from(fds) else { exit_now(1) };
-        drop(sock);
+        // From the server, a job comes with the client's socket to report on; from a client
+        // that held this spare, the socket it came on is that one.
+        let mut fds = fds.into_iter();
+        let result = match fds.len() {
+            4 => fds.next().map(UnixStream::from),
+            3 => Some(sock),
+            _ => None,
+        };
+        let (Some(result), Some(stdin), Some(stdout), Some(stderr)) = (result, fds.next(), fds.next(), fds.next())
+        else {
+            exit_now(1)
+        };
         redirect(&stdin, 0);
         redirect(&stdout, 1);
         redirect(&stderr, 2);
         drop((stdin, stdout, stderr));
         let Some(engine) = self.worlds.get(&world).and_then(|w| w.engines.get(&engine)) else { exit_now(1) };
-        let code = run_job(engine, &name, span, job, UnixStream::from(result));
+        let code = run_job(engine, &name, span, job, result);
         exit_now(code)
     }
 

@@ -181,6 +181,7 @@ pub fn shutdown() {
         if let Some(mut child) = s.process.lock().unwrap_or_else(|e| e.into_inner()).take() {
             // It exits as soon as it sees the socket close; if it does not, it is killed.
             let deadline = Instant::now() + Duration::from_secs(2);
+            await_exit(&child, deadline);
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -190,6 +191,19 @@ pub fn shutdown() {
             }
         }
     }
+}
+
+/// Sleep until `child` exits or `deadline` passes, woken by its pidfd rather than polling
+/// (the exit of every run that forked would otherwise wait out a polling interval).
+fn await_exit(child: &std::process::Child, deadline: Instant) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let Some(pidfd) = rustix::process::Pid::from_raw(child.id() as i32)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+    else {
+        return;
+    };
+    let ms = deadline.saturating_duration_since(Instant::now()).as_millis().min(u128::from(u16::MAX)) as u16;
+    let _ = poll(&mut [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)], PollTimeout::from(ms));
 }
 
 /// SIGKILL every forked child still running: the last resort of a hard exit.

@@ -404,7 +404,11 @@ fn annotate_item(e: Unwind, idx: usize) -> Unwind {
 
 /// "a string", "an int": the type name with its article, for messages.
 pub fn a_type(v: &Value) -> String {
-    let t = v.type_name();
+    with_article(v.type_name())
+}
+
+/// A type name with its article: "a list", "an error".
+pub fn with_article(t: &str) -> String {
     let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
     format!("{article} {t}")
 }
@@ -672,9 +676,13 @@ pub fn sort_values(interp: &mut Interp, items: &mut Vec<Value>, key: Option<&Val
         })
     });
     if let Some((l, r)) = bad {
-        return Err(RuntimeError::new(ErrorKind::Type, format!("cannot sort: a {l} and a {r} do not compare"), span)
-            .with_help("pass a key function that returns comparable values: `xs.sort(fn(x) { x.name })`")
-            .into());
+        return Err(RuntimeError::new(
+            ErrorKind::Type,
+            format!("cannot sort: {} and {} do not compare", with_article(l), with_article(r)),
+            span,
+        )
+        .with_help("pass a key function that returns comparable values: `xs.sort(fn(x) { x.name })`")
+        .into());
     }
     let sorted: Vec<Value> = order.into_iter().map(|i| std::mem::take(&mut items[i])).collect();
     *items = sorted;

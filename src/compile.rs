@@ -522,7 +522,9 @@ fn expr_inner(e: &Expr) -> Ev {
                     None => crate::interp::fail(ErrorKind::Arithmetic, "integer overflow in negation", span),
                 },
                 Value::Float(f) => Ok(Value::Float(-f)),
-                other => Err(type_error(format!("cannot negate a {}", other.type_name()), inner_span, &other)),
+                other => {
+                    Err(type_error(format!("cannot negate {}", crate::builtins::a_type(&other)), inner_span, &other))
+                }
             })
         }
         Expr::Binary { op, lhs, rhs, span } => binary(*op, lhs, rhs, *span),

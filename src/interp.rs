@@ -1,7 +1,7 @@
 //! The interpreter: walks the resolved tree. Each OS thread runs its own `Interp`; they share
 //! only the immutable program (behind `Arc`) and the explicit runtime objects.
 
-use crate::builtins::{self, Args};
+use crate::builtins::{self, a_type, Args};
 use crate::error::{ErrorKind, Frame, RuntimeError};
 use crate::resolve::GlobalScope;
 use crate::runtime::{self, cancel::CancelToken};
@@ -425,10 +425,10 @@ impl Interp {
             other => {
                 return Err(RuntimeError::new(
                     ErrorKind::Type,
-                    format!("cannot iterate over a {}", other.type_name()),
+                    format!("cannot iterate over {}", a_type(other)),
                     iter_span,
                 )
-                .with_label(format!("this is a {}", other.type_name()))
+                .with_label(format!("this is {}", a_type(other)))
                 .with_help("`for` works over lists, maps, ranges, strings and channels")
                 .into())
             }
@@ -564,7 +564,7 @@ impl Interp {
                             None => fail(ErrorKind::Arithmetic, "integer overflow in negation", *span),
                         },
                         Value::Float(f) => Ok(Value::Float(-f)),
-                        other => Err(type_error(format!("cannot negate a {}", other.type_name()), expr.span(), &other)),
+                        other => Err(type_error(format!("cannot negate {}", a_type(&other)), expr.span(), &other)),
                     },
                 }
             }
@@ -804,8 +804,8 @@ impl Interp {
                 builtins::call(self, *b, a)
             }
             Value::Native(n) => crate::engine::call_native(n, args, &[], span),
-            other => Err(RuntimeError::new(ErrorKind::Type, format!("a {} is not callable", other.type_name()), span)
-                .with_label(format!("this is a {}, not a function", other.type_name()))
+            other => Err(RuntimeError::new(ErrorKind::Type, format!("{} is not callable", a_type(other)), span)
+                .with_label(format!("this is {}, not a function", a_type(other)))
                 .into()),
         }
     }
@@ -1060,7 +1060,7 @@ pub(crate) fn overflow_error(op: BinOp, a: i64, b: i64, span: Span) -> Unwind {
 }
 
 pub fn type_error(message: String, span: Span, v: &Value) -> Unwind {
-    RuntimeError::new(ErrorKind::Type, message, span).with_label(format!("this is a {}", v.type_name())).into()
+    RuntimeError::new(ErrorKind::Type, message, span).with_label(format!("this is {}", a_type(v))).into()
 }
 
 impl Interp {

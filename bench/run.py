@@ -11,7 +11,8 @@
 
 Every number is wall-clock. Each row prints conc's best and median, the peer's best,
 the ratio conc/peer (best/best, and median/median), the target and PASS/FAIL (judged on
-the best runs). A conc workload whose file is missing, or whose run fails, shows "n/a".
+the best runs). conc and its peers run in turns (conc, each peer, conc again ...), so
+they see the same load. A conc workload whose file is missing, or whose run fails, shows "n/a".
 See bench/README.md for what each workload measures.
 
 To add a workload, add one dict to a suite below: name, conc file, peer commands,
@@ -341,19 +342,35 @@ class Result:
             self.best_output = outputs[samples.index(self.best)]
 
 
-def measure(argv: list[str], metric: str, n: int, opts) -> Result:
+def measure_together(argvs: list[list[str]], metric: str, n: int, opts) -> list:
+    """Time several commands round by round (conc, then each peer, then conc again ...),
+    so a machine whose speed drifts over seconds slows them all alike instead of whichever
+    ran in the slow stretch. One Result per command, or the RunError that stopped it."""
     if metric == "check":
-        dt, stdout = run_once(argv, opts.timeout)
-        return Result(metric, [dt], [stdout])
-    runs = opts.startup_runs if metric == "median" else opts.runs
+        runs = 1
+    else:
+        runs = opts.startup_runs if metric == "median" else opts.runs
+    samples = [[] for _ in argvs]
+    outputs = [[] for _ in argvs]
+    failed: list = [None for _ in argvs]
     if metric == "median":
-        run_once(argv, opts.timeout)  # warm the page cache
-    samples, outputs = [], []
+        for argv in argvs:
+            try:
+                run_once(argv, opts.timeout)  # warm the page cache
+            except RunError:
+                pass
     for _ in range(runs):
-        dt, stdout = run_once(argv, opts.timeout)
-        samples.append(sample_value(metric, dt, stdout, n))
-        outputs.append(stdout)
-    return Result(metric, samples, outputs)
+        for i, argv in enumerate(argvs):
+            if failed[i] is not None:
+                continue
+            try:
+                dt, stdout = run_once(argv, opts.timeout)
+            except RunError as err:
+                failed[i] = err
+                continue
+            samples[i].append(dt if metric == "check" else sample_value(metric, dt, stdout, n))
+            outputs[i].append(stdout)
+    return [failed[i] or Result(metric, samples[i], outputs[i]) for i in range(len(argvs))]
 
 
 # ---------------------------------------------------------------------------
@@ -464,11 +481,13 @@ def run_entry(e: dict, conc: str | None, subst: dict, opts, rows: list, records:
 
     conc_res, conc_note = None, ""
     argv, conc_note = conc_argv(e, conc, sub)
+    peer_argvs = [] if metric == "check" else [expand(p["cmd"], sub) for p in e["peers"]]
+    measured = measure_together(([argv] if argv is not None else []) + peer_argvs, metric, n, opts)
     if argv is not None:
-        try:
-            conc_res = measure(argv, metric, n, opts)
-        except RunError as err:
-            conc_note = f"conc failed: {err}"
+        conc_res = measured.pop(0)
+        if isinstance(conc_res, RunError):
+            conc_note = f"conc failed: {conc_res}"
+            conc_res = None
     if conc_note:
         print(f"    conc: n/a ({conc_note})", file=sys.stderr)
         notes.append(f"{e['name']}: conc n/a ({conc_note})")
@@ -517,11 +536,10 @@ def run_entry(e: dict, conc: str | None, subst: dict, opts, rows: list, records:
 
     for i, p in enumerate(e["peers"]):
         label = p["label"]
-        try:
-            peer_res = measure(expand(p["cmd"], sub), metric, n, opts)
-        except RunError as err:
-            print(f"    {label}: failed: {err}", file=sys.stderr)
-            notes.append(f"{e['name']}: {label} failed: {err}")
+        peer_res = measured[i]
+        if isinstance(peer_res, RunError):
+            print(f"    {label}: failed: {peer_res}", file=sys.stderr)
+            notes.append(f"{e['name']}: {label} failed: {peer_res}")
             peer_res = None
         target = p.get("target")
         ratio = ratio_med = None

@@ -243,8 +243,12 @@ struct Server {
     sigchld_id: signal_hook::SigId,
     buf: Vec<u8>,
     spare: Option<Spare>,
-    /// Whether a job took the spare, so a new one should be forked.
+    /// Whether a new spare should be forked for the next start request.
     want_spare: bool,
+    /// The generation of the last start request. Clients hand most jobs to spares they
+    /// hold, so a request reaches the server mostly right after a world changed, when its
+    /// own spare is stale anyway; it keeps one only while requests repeat in one generation.
+    last_start: Option<u64>,
     /// Bumped whenever a world changes, so a spare made before knows it is stale.
     generation: u64,
 }
@@ -292,6 +296,7 @@ impl Server {
             buf: Vec::new(),
             spare: None,
             want_spare: false,
+            last_start: None,
             generation: 0,
         })
     }
@@ -476,6 +481,7 @@ impl Server {
         if !known {
             return Err("the process server does not know this program".into());
         }
+        let repeated = self.last_start.replace(self.generation) == Some(self.generation);
         let spare = match self.spare.take() {
             Some(s) if s.generation == self.generation => s,
             stale => {
@@ -491,7 +497,7 @@ impl Server {
             kill(spare.pid, Signal::SIGKILL);
             return Err(format!("the new process did not take its work: {e}"));
         }
-        self.want_spare = true;
+        self.want_spare = repeated;
         Ok(spare.pid)
     }
 

@@ -375,22 +375,14 @@ print("ready", " ".join(kids.map(fn(k) { k.pid }) + [grandchild.pid] + more))
 gate.recv()
 "#;
     let mut conc = Running::start("sigkill.conc", src, false);
-    let (_, children) = ready_processes(&mut conc);
+    let (named, children) = ready_processes(&mut conc);
     assert!(children.len() >= 7, "{children:?}");
-    signal(conc.pid(), nix::sys::signal::Signal::SIGKILL);
-    let (code, _) = conc.wait_exit(Duration::from_secs(5));
-    assert_eq!(code, None, "killed by a signal");
-    // They die as soon as the kernel tells them their parent died; that is asynchronous.
-    let gone = eventually(Duration::from_secs(5), || children.iter().all(|&p| !is_running(p)));
-    let survivors: Vec<i32> = children.iter().copied().filter(|&p| is_running(p)).collect();
-    for &p in &survivors {
-        signal(p, nix::sys::signal::Signal::SIGKILL);
-    }
-    assert!(gone, "children ran on after conc was SIGKILLed: {survivors:?}");
+    sigkill_and_expect_none_left(&mut conc, &named, &children);
 }
 
 /// After a thousand forks (and pools, failures and kills) nothing is left below conc but the
-/// process server and its one spare, no zombie, and conc holds as many descriptors as before.
+/// process server and the spares forked ahead, no zombie, and conc holds as many descriptors
+/// as before.
 #[test]
 fn forks_leave_no_zombies_and_no_descriptors() {
     let src = r#"
@@ -433,7 +425,8 @@ read_line()
     let settled = eventually(Duration::from_secs(5), || fds(pid) <= before);
     assert!(settled, "conc holds {} descriptors, {before} before the forks", fds(pid));
     let clean = eventually(Duration::from_secs(5), || {
-        // The process server, its own spare child, and the two spares conc holds.
+        // The process server, its own spare (kept while pools start workers), and the two
+        // spares conc holds.
         let below = descendants(pid);
         below.iter().all(|&(_, state)| state != 'Z') && below.len() <= 4
     });
@@ -499,6 +492,7 @@ fn sigkill_and_expect_none_left(conc: &mut Running, named: &[i32], children: &[i
     signal(conc.pid(), nix::sys::signal::Signal::SIGKILL);
     let (code, _) = conc.wait_exit(Duration::from_secs(5));
     assert_eq!(code, None, "killed by a signal");
+    // They die as soon as the kernel or the guardian acts on conc's death: asynchronously.
     let gone = eventually(Duration::from_secs(5), || children.iter().all(|&p| !is_running(p)));
     let survivors: Vec<i32> = children.iter().copied().filter(|&p| is_running(p)).collect();
     for &p in &survivors {

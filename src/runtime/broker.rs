@@ -210,6 +210,10 @@ fn serve(conn: UnixStream) {
     let Some(b) = broker() else { return };
     let Ok(reader) = conn.try_clone() else { return };
     let cancel = super::cancel::CancelToken::new();
+    // Set before the reader cancels for a death: the reset after each call must not undo
+    // that cancel, or a call read before the end of the stream blocks for good.
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader_gone = gone.clone();
     let (tx, rx) = crossbeam_channel::unbounded::<Option<Request>>();
     let reader_cancel = cancel.clone();
     let read = std::thread::Builder::new().name("conc-peer-rd".into()).spawn(move || {
@@ -234,6 +238,7 @@ fn serve(conn: UnixStream) {
                 Ok(true) => {}
                 _ => {
                     // End of stream without a goodbye: the peer died.
+                    reader_gone.store(true, std::sync::atomic::Ordering::SeqCst);
                     reader_cancel.cancel();
                     let _ = tx.send(None);
                     return;
@@ -272,8 +277,11 @@ fn serve(conn: UnixStream) {
                 return;
             }
         }
-        // A cancel applies to the call in progress only.
+        // A cancel applies to the call in progress only; a death, to every call after it.
         cancel.reset();
+        if gone.load(std::sync::atomic::Ordering::SeqCst) {
+            cancel.cancel();
+        }
     }
 }
 

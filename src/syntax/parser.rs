@@ -750,6 +750,12 @@ fn hint(rest: &str, expected: &[&str], text: &str, pos: usize) -> Option<String>
     if rest.starts_with('=') && !rest.starts_with("==") && expected.iter().any(|e| e.contains("operator")) {
         return Some("to declare a variable write `let name = value`; to compare use `==`".into());
     }
+    if rest.starts_with('!') && !rest.starts_with("!=") {
+        return Some("write `not x` for logical negation (`!` appears only in `!=`)".into());
+    }
+    if rest.starts_with("&&") || rest.starts_with("||") {
+        return Some("conc writes `and` and `or` for `&&` and `||`".into());
+    }
     let before = text[..pos].trim_end();
     if rest.is_empty() || rest.starts_with('}') {
         let opens = text.matches('{').count();

@@ -453,7 +453,7 @@ impl Server {
         task: Arc<Task>,
         info: Arc<ProcessInfo>,
         job: Job,
-    ) -> R<Option<Arc<dyn Drive>>> {
+    ) -> R<Arc<dyn Drive>> {
         self.ensure_reactor();
         let span = task.span;
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
@@ -498,7 +498,7 @@ impl Server {
         if pid.is_none() {
             self.poke();
         }
-        Ok(Some(driver))
+        Ok(driver)
     }
 
     /// Bring the server's copy of this world up to date.
@@ -900,7 +900,7 @@ pub fn process_field(info: &ProcessInfo, name: &str, done: bool) -> Option<Value
 pub struct ProcessHandle {
     pub info: Arc<ProcessInfo>,
     pub task: std::sync::Weak<Task>,
-    pub driver: Option<Arc<dyn Drive>>,
+    pub driver: Arc<dyn Drive>,
 }
 
 impl TaskExtra for ProcessHandle {
@@ -917,7 +917,7 @@ impl TaskExtra for ProcessHandle {
     }
 
     fn driver(&self) -> Option<Arc<dyn Drive>> {
-        self.driver.clone()
+        Some(self.driver.clone())
     }
 
     fn kill(&self, sig: i32) -> Result<(), String> {

@@ -243,8 +243,6 @@ struct Server {
     sigchld_id: signal_hook::SigId,
     buf: Vec<u8>,
     spare: Option<Spare>,
-    /// Whether a new spare should be forked for the next start request.
-    want_spare: bool,
     /// The generation of the last start request. Clients hand most jobs to spares they
     /// hold, so a request reaches the server mostly right after a world changed, when its
     /// own spare is stale anyway; it keeps one only while requests repeat in one generation.
@@ -295,7 +293,6 @@ impl Server {
             sigchld_id,
             buf: Vec::new(),
             spare: None,
-            want_spare: false,
             last_start: None,
             generation: 0,
         })
@@ -377,6 +374,7 @@ impl Server {
                 self.generation += 1;
             }
             ToServer::Start { req, world, engine, name, span, job } => {
+                let repeated = self.last_start.replace(self.generation) == Some(self.generation);
                 let reply = match self.start_child(world, engine, &name, span, job, fds) {
                     Ok(pid) => {
                         self.owners.insert(pid, i);
@@ -388,7 +386,9 @@ impl Server {
                     Err(reason) => FromServer::Refused { req, reason },
                 };
                 self.tell(i, &reply);
-                self.refill_spare();
+                if repeated && matches!(reply, FromServer::Started { .. }) {
+                    self.refill_spare();
+                }
             }
             ToServer::WantSpare { epoch } => self.hand_spare(i, epoch),
         }
@@ -464,7 +464,7 @@ impl Server {
     }
 
     /// Hand `job` to a child: the spare forked in advance when it holds the current worlds,
-    /// else a fresh one. A new spare is forked after the reply, off the requester's path.
+    /// else a fresh one. A new spare may be forked after the reply, off the requester's path.
     fn start_child(
         &mut self,
         world: u64,
@@ -481,7 +481,6 @@ impl Server {
         if !known {
             return Err("the process server does not know this program".into());
         }
-        let repeated = self.last_start.replace(self.generation) == Some(self.generation);
         let spare = match self.spare.take() {
             Some(s) if s.generation == self.generation => s,
             stale => {
@@ -497,7 +496,6 @@ impl Server {
             kill(spare.pid, Signal::SIGKILL);
             return Err(format!("the new process did not take its work: {e}"));
         }
-        self.want_spare = repeated;
         Ok(spare.pid)
     }
 
@@ -518,8 +516,7 @@ impl Server {
     }
 
     fn refill_spare(&mut self) {
-        if self.want_spare && self.spare.is_none() {
-            self.want_spare = false;
+        if self.spare.is_none() {
             self.spare = self.fork_spare().ok();
         }
     }

@@ -572,3 +572,70 @@ read_line()
     assert_eq!(code, Some(0), "{}", conc.stderr());
     assert!(eventually(Duration::from_secs(5), || !is_running(guardian)), "the guardian outlived conc");
 }
+
+/// The mappings in a `/proc/PID/smaps` text: each header line with its `AnonHugePages` size
+/// in kB.
+type Maps = Vec<(String, u64)>;
+
+fn smaps_mappings(smaps: &str) -> Maps {
+    let mut out: Maps = Vec::new();
+    for line in smaps.lines() {
+        let first = line.split_ascii_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            out.push((line.to_string(), 0));
+        } else if let (Some(kb), Some(last)) = (line.strip_prefix("AnonHugePages:"), out.last_mut()) {
+            last.1 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// The memory maps of a child forked first and of one forked after many.
+const CODE_MAPS: &str = r#"
+fn maps() { run(["cat", "/proc/{pid()}/smaps"]).stdout }
+print(wait fork { maps() })
+for i in range(40) { wait fork { i } }
+print("=== forked often")
+print(wait fork { maps() })
+"#;
+
+fn code_maps(file_code: bool) -> (Maps, Maps) {
+    let path = script("code_maps.conc", CODE_MAPS);
+    let mut cmd = conc_command(&path);
+    if file_code {
+        cmd.env("CONC_FILE_CODE", "1");
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("conc runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let (early, late) = stdout.split_once("=== forked often").unwrap_or((&stdout, ""));
+    let (early, late) = (smaps_mappings(early), smaps_mappings(late));
+    assert!(!early.is_empty() && !late.is_empty(), "two memory maps expected:\n{stdout}");
+    (early, late)
+}
+
+fn huge_pages_available() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").is_ok_and(|s| !s.contains("[never]"))
+}
+
+/// A process server that forks often moves its code into anonymous huge pages, so the
+/// children it forks later start with that code mapped; see `src/runtime/code_pages.rs`.
+#[test]
+fn a_server_that_forks_often_hands_children_its_code_mapped() {
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_conc")).expect("conc binary");
+    let exe = exe.to_string_lossy().to_string();
+    let code_of_conc = |maps: &[(String, u64)]| maps.iter().any(|(h, _)| h.contains(" r-xp ") && h.ends_with(&exe));
+    let anonymous_huge_code = |maps: &[(String, u64)]| {
+        maps.iter().any(|(h, huge)| h.contains(" r-xp ") && h.contains(" 00:00 0") && *huge >= 2048)
+    };
+
+    let (early, late) = code_maps(false);
+    assert!(code_of_conc(&early), "a child forked first runs the file's code: {early:#?}");
+    if huge_pages_available() {
+        assert!(!code_of_conc(&late), "code still file-backed after many forks: {late:#?}");
+        assert!(anonymous_huge_code(&late), "no anonymous huge code pages: {late:#?}");
+    }
+
+    let (_, late) = code_maps(true);
+    assert!(code_of_conc(&late), "CONC_FILE_CODE=1 keeps the code file-backed: {late:#?}");
+}

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod cancel;
 pub mod channel;
+pub mod code_pages;
 pub mod command;
 pub mod file;
 pub mod fork;

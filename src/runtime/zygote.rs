@@ -249,6 +249,9 @@ struct Server {
     last_start: Option<u64>,
     /// Bumped whenever a world changes, so a spare made before knows it is stale.
     generation: u64,
+    /// Children forked so far, until the server's code moves to anonymous memory (see
+    /// `code_pages.rs`); `None` once it has.
+    forks_before_move: Option<u32>,
 }
 
 /// The server's main loop; never returns. Called by `main` when [`SERVER_ENV`] is set, with
@@ -295,6 +298,7 @@ impl Server {
             spare: None,
             last_start: None,
             generation: 0,
+            forks_before_move: Some(0),
         })
     }
 
@@ -308,6 +312,7 @@ impl Server {
             if self.clients[0].is_none() {
                 return self.shut_down();
             }
+            self.move_code_when_forking_often();
             let live: Vec<usize> = (0..self.clients.len()).filter(|i| self.clients[*i].is_some()).collect();
             let (ready_sigchld, ready_listener, ready): (bool, bool, Vec<usize>) = {
                 let (Some(sigchld), Some(listener)) = (&self.sigchld, &self.listener) else { return 1 };
@@ -347,6 +352,15 @@ impl Server {
                     self.drop_client(i);
                 }
             }
+        }
+    }
+
+    /// Between requests, once this server has forked enough children that copying its code
+    /// pays: from then on the children it forks start with that code mapped.
+    fn move_code_when_forking_often(&mut self) {
+        if self.forks_before_move.is_some_and(|n| n >= super::code_pages::FORKS_BEFORE_MOVING) {
+            self.forks_before_move = None;
+            super::code_pages::move_to_anonymous_memory();
         }
     }
 
@@ -506,6 +520,9 @@ impl Server {
         match fork_now()? {
             ForkResult::Parent { child } => {
                 drop(theirs);
+                if let Some(n) = self.forks_before_move.as_mut() {
+                    *n += 1;
+                }
                 Ok(Spare { pid: child.as_raw(), sock: mine, generation: self.generation })
             }
             ForkResult::Child => {

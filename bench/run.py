@@ -39,11 +39,11 @@ ROOT = BENCH.parent
 WORK = BENCH / "workloads"
 BASELINES = BENCH / "baselines"
 BASELINES_TARGET = BASELINES / "target"
-BASELINES_BIN = BASELINES_TARGET / "release" / "conc-baselines"
 
 # Placeholders in commands, filled in at run time.
 PY = "{python}"  # the real CPython binary (not the pyenv shim)
-BASE = "{baselines}"  # the raw-Rust baselines binary
+BASE = "{baselines}"  # the raw-Rust baselines binary, built as a standalone project builds
+BASE_STATIC = "{baselines_static}"  # the same, linked statically as conc is (see .cargo/config.toml)
 BASH = "{bash}"  # bash, resolved on PATH
 
 # ---------------------------------------------------------------------------
@@ -164,6 +164,8 @@ PROCS = [
         "n": 1000,
         "peers": [
             {"label": "rust nix fork+waitpid", "cmd": [BASE, "fork", "{n}"], "target": 2.0},
+            # The same program linked statically, as conc is: a static process forks faster.
+            {"label": "rust fork+waitpid, static", "cmd": [BASE_STATIC, "fork", "{n}"]},
             # "and faster than Python os.fork"
             {"label": "python os.fork+waitpid", "cmd": [PY, "-S", WORK / "fork.py", "{n}"], "target": 1.0},
         ],
@@ -210,6 +212,7 @@ COMMANDS = [
         "n": 1000,
         "peers": [
             {"label": "rust Command.status()", "cmd": [BASE, "command", "{n}"], "target": 1.1},
+            {"label": "rust Command.status(), static", "cmd": [BASE_STATIC, "command", "{n}"]},
             {"label": "python subprocess.run", "cmd": [PY, "-S", WORK / "command.py", "{n}"]},
             {"label": "bash loop /bin/true", "cmd": [BASH, WORK / "command.sh", "{n}"]},
         ],
@@ -430,13 +433,40 @@ def real_python() -> str:
     return sys.executable
 
 
-def cargo_build(args: list[str], what: str) -> bool:
+def cargo_build(args: list[str], what: str, cwd: Path = ROOT, env: dict | None = None) -> str | None:
+    """Run `cargo build ARGS` and return the path of the executable it made (None on failure).
+    The path comes from cargo's own report: it depends on the target cargo builds for."""
     print(f"building {what}: cargo {' '.join(args)}", file=sys.stderr, flush=True)
-    r = subprocess.run(["cargo", *args], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(["cargo", *args, "--message-format=json-render-diagnostics"], cwd=cwd,
+                       capture_output=True, text=True, env=env)
     if r.returncode != 0:
         print(f"warning: building {what} failed:\n" + "\n".join(r.stderr.splitlines()[-15:]), file=sys.stderr)
-        return False
-    return True
+        return None
+    exes = []
+    for line in r.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable"):
+            exes.append(msg["executable"])
+    return exes[-1] if exes else None
+
+
+def build_baselines() -> tuple[str | None, str | None]:
+    """The raw-Rust baselines, twice. As their own project builds them: conc's
+    .cargo/config.toml (a parent directory's, so cargo would read it) must not make them
+    static, so RUSTFLAGS is set, which replaces config flags. And linked statically as conc
+    is, for a row that compares like with like."""
+    user_flags = os.environ.get("RUSTFLAGS", "")
+    plain_env = dict(os.environ, RUSTFLAGS=user_flags)
+    static_env = dict(os.environ, RUSTFLAGS=(user_flags + " -C target-feature=+crt-static").strip())
+    common = ["build", "--release", "--manifest-path", str(BASELINES / "Cargo.toml")]
+    plain = cargo_build(common + ["--target-dir", str(BASELINES_TARGET / "plain")], "raw-Rust baselines",
+                        BASELINES, plain_env)
+    static = cargo_build(common + ["--target-dir", str(BASELINES_TARGET / "static")],
+                         "raw-Rust baselines (static)", BASELINES, static_env)
+    return plain, static
 
 
 def expand(cmd: list, subst: dict) -> list[str]:
@@ -593,7 +623,7 @@ def run_suite(title: str, entries: list[dict], conc: str | None, subst: dict, op
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--conc", help="conc binary to time (default: cargo build --release, target/release/conc)")
+    ap.add_argument("--conc", help="conc binary to time (default: the one cargo build --release makes)")
     ap.add_argument("--runs", type=int, default=5, help="runs of each timing; best and median shown (default 5)")
     ap.add_argument("--startup-runs", type=int, default=50, help="runs for startup medians (default 50)")
     ap.add_argument("--peers", action="store_true", help="threads, processes and commands (issues 3-5)")
@@ -627,20 +657,16 @@ def main() -> int:
             print(f"error: --conc {opts.conc}: not an executable", file=sys.stderr)
             return 2
     else:
-        ok = cargo_build(["build", "--release", "--manifest-path", str(ROOT / "Cargo.toml")], "conc")
-        conc = str(ROOT / "target" / "release" / "conc") if ok else None
+        conc = cargo_build(["build", "--release", "--bin", "conc", "--manifest-path", str(ROOT / "Cargo.toml")], "conc")
 
     # posix_spawn does no PATH search: every command starts with an absolute path.
     bash = shutil.which("bash") or "/bin/bash"
-    subst = {"python": real_python(), "baselines": str(BASELINES_BIN), "bash": bash}
-    if issues - {2}:
-        ok = cargo_build(
-            ["build", "--release", "--manifest-path", str(BASELINES / "Cargo.toml"),
-             "--target-dir", str(BASELINES_TARGET)],
-            "raw-Rust baselines",
-        )
-        if not ok:
-            print("warning: raw-Rust baseline rows will show n/a", file=sys.stderr)
+    baselines, baselines_static = build_baselines() if issues - {2} else (None, None)
+    if issues - {2} and not baselines:
+        print("warning: raw-Rust baseline rows will show n/a", file=sys.stderr)
+    missing = str(BASELINES_TARGET / "missing")
+    subst = {"python": real_python(), "baselines": baselines or missing,
+             "baselines_static": baselines_static or missing, "bash": bash}
 
     print(f"conc:   {conc or 'n/a (build failed)'}")
     print(f"python: {subst['python']} (-S)")

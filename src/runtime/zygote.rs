@@ -18,7 +18,8 @@ use crate::error::{ErrorKind, RuntimeError};
 use crate::interp::{Interp, Unwind};
 use crate::syntax::Span;
 use crate::value::Value;
-use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
@@ -239,8 +240,9 @@ struct Server {
     /// Taken (closed) in a forked child, so a child never holds the server's doors open.
     listener: Option<UnixListener>,
     address: String,
-    sigchld: Option<OwnedFd>,
-    sigchld_id: signal_hook::SigId,
+    /// SIGCHLD, blocked and read as a descriptor: no handler runs, so a child's exit costs
+    /// the server no signal frame (nor the copy-on-write of the stack page it is written to).
+    sigchld: Option<SignalFd>,
     buf: Vec<u8>,
     spare: Option<Spare>,
     /// The generation of the last start request. Clients hand most jobs to spares they
@@ -284,16 +286,16 @@ impl Server {
         let address = format!("conc-server-{}-{:x}", std::process::id(), nonce());
         let listener = UnixListener::bind_addr(&abstract_addr(&address)?)?;
         listener.set_nonblocking(true)?;
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-        let sigchld_id = signal_hook::low_level::pipe::register(nix::libc::SIGCHLD, UnixStream::from(wr))?;
+        let sigchld = sigchld_set();
+        sigchld.thread_block()?;
+        let fd = SignalFd::with_flags(&sigchld, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         Ok(Server {
             clients: vec![Some(Client { sock: root, children: Vec::new() })],
             worlds: HashMap::new(),
             owners: HashMap::new(),
             listener: Some(listener),
             address,
-            sigchld: Some(rd),
-            sigchld_id,
+            sigchld: Some(fd),
             buf: Vec::new(),
             spare: None,
             last_start: None,
@@ -334,7 +336,7 @@ impl Server {
                 (is_ready(&fds[0]), is_ready(&fds[1]), ready)
             };
             if let (true, Some(fd)) = (ready_sigchld, &self.sigchld) {
-                drain(fd);
+                while let Ok(Some(_)) = fd.read_signal() {}
             }
             // Reap on every wake: a signal may be coalesced or land between polls.
             self.reap();
@@ -541,8 +543,9 @@ impl Server {
     /// A spare child: become an ordinary process, wait for one job, run it and exit. It must
     /// never return into the server loop.
     fn spare_main(&mut self, sock: UnixStream, server_pid: i32) -> ! {
-        let _ = signal_hook::low_level::unregister(self.sigchld_id);
-        set_disposition(Signal::SIGCHLD, SigHandler::SigDfl);
+        // A blocked signal stays blocked across exec: unblocked here, for the child and
+        // every command it runs.
+        let _ = sigchld_set().thread_unblock();
         set_disposition(Signal::SIGINT, SigHandler::SigDfl);
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
         if nix::unistd::getppid().as_raw() != server_pid {
@@ -682,9 +685,10 @@ fn kill(pid: i32, sig: Signal) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
 }
 
-fn drain(fd: &OwnedFd) {
-    let mut buf = [0u8; 64];
-    while matches!(nix::unistd::read(fd.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
+fn sigchld_set() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set
 }
 
 fn nonce() -> u64 {

@@ -13,6 +13,7 @@ use crate::builtins::{self, Args};
 use crate::error::ErrorKind;
 use crate::interp::{overflow_error, place_of, type_error, Interp, Unwind, R};
 use crate::runtime;
+use crate::runtime::channel::Channel;
 use crate::syntax::ast::*;
 use crate::syntax::Span;
 use crate::value::{Key, Value};
@@ -1576,9 +1577,36 @@ fn method(recv: &Expr, name: &Name, name_span: Span, args: &[Expr], span: Span) 
         }
     }
     let recv = expr(recv);
+    let on_channel = channel_shortcut(&name, argv.len());
     Box::new(move |it, cx| {
         let r = recv(it, cx)?;
+        if let (Some(shortcut), Some(ch)) = (on_channel, r.downcast::<Channel>()) {
+            return match shortcut {
+                ChannelCall::Send => {
+                    let v = argv[0](it, cx)?;
+                    ch.send(it, v, None, span).map(|_| Value::Nil)
+                }
+                ChannelCall::Recv => ch.recv_value(it, None, span),
+            };
+        }
         let a = eval_args(it, cx, &argv, &spans, span)?;
         it.method_call(r, &name, name_span, a, span)
     })
+}
+
+/// `ch.send(v)` and `ch.recv()` in a loop are what channel-heavy code runs most: on a
+/// channel of this process they skip the generic method path (an argument vector, dispatch
+/// by type and then by name), doing what `channel::method` would.
+#[derive(Clone, Copy)]
+enum ChannelCall {
+    Send,
+    Recv,
+}
+
+fn channel_shortcut(name: &str, argc: usize) -> Option<ChannelCall> {
+    match (name, argc) {
+        ("send", 1) => Some(ChannelCall::Send),
+        ("recv", 0) => Some(ChannelCall::Recv),
+        _ => None,
+    }
 }

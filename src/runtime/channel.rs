@@ -11,12 +11,16 @@ use crate::syntax::ast::SelectArm;
 use crate::syntax::Span;
 use crate::value::{Object, Value};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError};
+use crossbeam_utils::CachePadded;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// The sending half's lock and the receiving half sit on cache lines of their own: a
+/// sender writes its lock (and the `Arc`'s count before the struct) on every send, and a
+/// receiver that shared a line with those would miss its cache on every receive.
 pub struct Channel {
-    tx: RwLock<Option<Sender<Value>>>,
-    rx: Receiver<Value>,
+    tx: CachePadded<RwLock<Option<Sender<Value>>>>,
+    rx: CachePadded<Receiver<Value>>,
     capacity: Option<usize>,
     /// Why the channel closed, when a process that used it died: raised once it is drained.
     failure: RwLock<Option<String>>,
@@ -48,13 +52,18 @@ impl Channel {
             Some(n) => crossbeam_channel::bounded(n),
             None => crossbeam_channel::unbounded(),
         };
-        Channel { tx: RwLock::new(Some(tx)), rx, capacity, failure: RwLock::new(None) }
+        Channel {
+            tx: CachePadded::new(RwLock::new(Some(tx))),
+            rx: CachePadded::new(rx),
+            capacity,
+            failure: RwLock::new(None),
+        }
     }
 
     /// The receiving side, for runtime code that drains a channel without an interpreter
     /// (a command's stdin fed from a channel).
     pub fn receiver(&self) -> Receiver<Value> {
-        self.rx.clone()
+        (*self.rx).clone()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -90,13 +99,19 @@ impl Channel {
     }
 
     pub fn send(&self, interp: &Interp, v: Value, timeout: Option<Duration>, span: Span) -> R<()> {
+        if self.capacity.is_none() {
+            // An unbounded send never blocks, so it runs under the read lock rather than on a
+            // clone of the sender (whose count the receiving side's thread shares).
+            let tx = self.tx.read().unwrap_or_else(|e| e.into_inner());
+            return match tx.as_ref() {
+                Some(tx) => tx.send(v).map_err(|_| Channel::closed_error(span, "send")),
+                None => Err(self.failure_error(span).unwrap_or_else(|| Channel::closed_error(span, "send"))),
+            };
+        }
         let tx = self.tx.read().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(tx) = tx else {
             return Err(self.failure_error(span).unwrap_or_else(|| Channel::closed_error(span, "send")));
         };
-        if self.capacity.is_none() {
-            return tx.send(v).map_err(|_| Channel::closed_error(span, "send"));
-        }
         let mut pending = Some(v);
         let mut disconnected = false;
         block_on(interp, span, "sending on a full channel", timeout, |slice| {
@@ -126,6 +141,11 @@ impl Channel {
             return Err(Channel::closed_error(span, "send"));
         }
         Ok(())
+    }
+
+    /// `ch.recv()`: the next value, or an error once the channel is closed and drained.
+    pub fn recv_value(&self, interp: &Interp, timeout: Option<Duration>, span: Span) -> R<Value> {
+        self.recv(interp, timeout, span)?.ok_or_else(|| Channel::closed_error(span, "recv"))
     }
 
     /// The next value, or `None` once the channel is closed and drained.
@@ -191,10 +211,7 @@ pub fn method(interp: &mut Interp, v: &Value, name: &str, _span: Span, a: &Args)
         }
         "recv" => {
             a.expect("recv", 0, 1)?;
-            match ch.recv(interp, a.timeout(0, "recv")?, a.call)? {
-                Some(v) => Ok(v),
-                None => Err(Channel::closed_error(a.call, "recv")),
-            }
+            ch.recv_value(interp, a.timeout(0, "recv")?, a.call)
         }
         "try_recv" => {
             a.expect("try_recv", 0, 0)?;
@@ -301,7 +318,7 @@ pub fn select(interp: &mut Interp, arms: &[SelectArm], span: Span) -> R<Value> {
             break None;
         }
         let receivers: Vec<&Receiver<Value>> =
-            live.iter().filter(|&&k| open[k]).map(|&k| &channel_of(&chans[k].1).expect("checked").rx).collect();
+            live.iter().filter(|&&k| open[k]).map(|&k| &*channel_of(&chans[k].1).expect("checked").rx).collect();
         let ready = block_on(interp, span, "`select`", left, |slice| {
             if receivers.is_empty() {
                 std::thread::sleep(slice.min(Duration::from_millis(5)));

@@ -71,7 +71,9 @@ pub fn set_env_var(k: &str, v: &str) {
 
 pub(crate) fn task_of(v: &Value) -> Option<Arc<Task>> {
     match v {
-        Value::Object(o) => {
+        // The type is checked before the Arc is cloned: a clone and drop are two atomic
+        // writes to a count that other threads using the same object write too.
+        Value::Object(o) if o.as_any().is::<Task>() => {
             let any: Arc<dyn std::any::Any + Send + Sync> = o.clone();
             any.downcast::<Task>().ok()
         }

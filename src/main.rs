@@ -62,6 +62,7 @@ fn main() -> ExitCode {
     if std::env::var_os(conc::runtime::zygote::SERVER_ENV).is_some() {
         conc::runtime::zygote::serve();
     }
+    conc::runtime::signal::keep_child_statuses();
     let cli = Cli::parse();
     quiet_panics();
     // Signals are taken by their own thread (see `install_interrupt`), and the interpreter

@@ -639,3 +639,31 @@ fn a_server_that_forks_often_hands_children_its_code_mapped() {
     let (_, late) = code_maps(true);
     assert!(code_of_conc(&late), "CONC_FILE_CODE=1 keeps the code file-backed: {late:#?}");
 }
+
+/// A launcher that ignores SIGCHLD (the setting survives exec) must not cost conc the exit
+/// statuses of its commands and children: with SIGCHLD ignored, the kernel reaps a child the
+/// moment it exits, so its status is gone before anyone asks.
+#[test]
+fn a_launcher_that_ignores_sigchld_loses_conc_no_status() {
+    let path = script(
+        "sigchld_ignored.conc",
+        r#"
+print(run("true").code, run("false", {unchecked: true}).code)
+print(wait fork { 42 })
+let k = fork { exit(3) }
+try { wait k } catch e { }
+print(k.exit_code)
+print(pool map fn(x) { x * 2 } over range(4) with {backend: "processes", workers: 2})
+"#,
+    );
+    let out = Command::new("bash")
+        .args(["-c", r#"trap '' CHLD; exec "$0" "$1""#])
+        .arg(env!("CARGO_BIN_EXE_conc"))
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash starts conc");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "0 1\n42\n3\n[0, 2, 4, 6]\n");
+}

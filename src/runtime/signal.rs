@@ -45,6 +45,24 @@ pub fn cli_owns_interrupts() {
     CLI_OWNS_INTERRUPTS.store(true, Ordering::SeqCst);
 }
 
+/// Make the kernel keep children's exit statuses for conc to collect. A process started with
+/// SIGCHLD ignored (a launcher's `signal(SIGCHLD, SIG_IGN)` survives exec) has its children
+/// reaped by the kernel as they exit, so every command's and forked child's status would be
+/// lost. The default disposition ignores the signal all the same but keeps the statuses. A
+/// handler someone installed is left as it is.
+#[allow(unsafe_code)]
+pub fn keep_child_statuses() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_DFL is not a Rust handler; any other old action is put back unchanged.
+    let Ok(old) = (unsafe { sigaction(Signal::SIGCHLD, &default) }) else { return };
+    let reaps_for_us = old.handler() == SigHandler::SigIgn || old.flags().contains(SaFlags::SA_NOCLDWAIT);
+    if !reaps_for_us {
+        // SAFETY: restores exactly the action that was there a moment ago.
+        let _ = unsafe { sigaction(Signal::SIGCHLD, &old) };
+    }
+}
+
 /// Remember actions installed for `sig` by default, to be removed if a script handles it.
 pub fn default_action(sig: i32, id: signal_hook::SigId) {
     let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());

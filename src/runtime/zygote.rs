@@ -263,6 +263,9 @@ pub fn serve() -> ! {
     // Ctrl-C at a terminal signals the whole foreground group; the conc process decides what
     // happens to its children, so the server itself stays up to reap them.
     set_disposition(Signal::SIGINT, SigHandler::SigIgn);
+    // Reaping is this server's job: a SIGCHLD ignored since exec would let the kernel do it
+    // and lose every status (and would never reach the signalfd).
+    super::signal::keep_child_statuses();
     let code = match Server::start() {
         Ok(mut s) => s.run(),
         Err(e) => {

@@ -145,7 +145,10 @@ pub struct Error {
     inner: Arc<RuntimeError>,
     sources: Arc<SourceMap>,
     source: Option<FileSource>,
+    /// The related errors, each distinct failure once (see [`Error::new`]).
     related: Vec<Error>,
+    /// How many related errors repeated one already in `related`.
+    repeats: usize,
 }
 
 /// How many call-stack frames a diagnostic shows before summarising the rest.
@@ -154,8 +157,18 @@ const SHOWN_FRAMES: usize = 8;
 impl Error {
     pub fn new(inner: Arc<RuntimeError>, sources: Arc<SourceMap>) -> Error {
         let source = inner.span.and_then(|s| sources.get(s.file)).cloned().map(FileSource);
-        let related = inner.related.iter().map(|r| Error::new(r.clone(), sources.clone())).collect();
-        Error { inner, sources, source, related }
+        // Twenty tasks that fail alike (a pool of the same function, one bad input each) are
+        // one failure to read about, shown once and counted.
+        let mut related: Vec<Error> = Vec::new();
+        let mut repeats = 0;
+        for r in &inner.related {
+            if related.iter().any(|e| same_failure(&e.inner, r)) {
+                repeats += 1;
+            } else {
+                related.push(Error::new(r.clone(), sources.clone()));
+            }
+        }
+        Error { inner, sources, source, related, repeats }
     }
 
     /// An error with a message only, for faults outside any script (a missing file, say).
@@ -301,6 +314,12 @@ impl Diagnostic for Error {
     }
 }
 
+/// The same error, raised at the same place, reached along the same calls.
+fn same_failure(a: &RuntimeError, b: &RuntimeError) -> bool {
+    let calls = |e: &RuntimeError| e.stack.iter().map(|f| f.call_span).collect::<Vec<_>>();
+    a.kind == b.kind && a.message == b.message && a.span == b.span && a.label == b.label && calls(a) == calls(b)
+}
+
 /// A source file as miette reads it, reported under its own name.
 #[derive(Clone, Debug)]
 struct FileSource(Arc<SourceFile>);
@@ -367,6 +386,11 @@ pub fn render(err: &Error, color: bool) -> String {
         if let Some(footer) = related.stack_footer() {
             out.push_str(&format!("  (in the task) {}\n", footer.replace('\n', "\n  ")));
         }
+    }
+    match err.repeats {
+        0 => {}
+        1 => out.push_str("  (one more task failed the same way)\n"),
+        n => out.push_str(&format!("  ({n} more tasks failed the same way)\n")),
     }
     out
 }

@@ -296,3 +296,19 @@ fn signal_mistakes_are_pointed_at() {
     );
     check("let t = spawn { 1 }\nt.kill()", ErrorKind::Type, "only process and command tasks can be killed", 2, 3);
 }
+
+/// Failures that differ are each shown; those that repeat one already shown are counted.
+#[test]
+fn distinct_task_failures_are_each_shown_and_repeats_counted() {
+    let src = "fn work(i) {\n  if i == 1 { error(\"bad input\") }\n  if i > 1 { error(\"no input\") }\n  i\n}\n\
+               let ts = range(5).map(fn(i) { spawn { work(i) } })\n\
+               while len(ts.filter(fn(t) { not t.done })) > 0 { }\n\
+               wait ts";
+    let err = fails(src);
+    assert_eq!(err.message(), "bad input");
+    let messages: Vec<String> =
+        miette::Diagnostic::related(&err).expect("related failures").map(|d| d.to_string()).collect();
+    assert_eq!(messages, ["bad input", "no input"], "each distinct failure once, in order");
+    let shown = conc::error::render(&err, false);
+    assert!(shown.contains("(2 more tasks failed the same way)"), "{shown}");
+}

@@ -150,9 +150,26 @@ fn as_task(v: &Value, span: Span) -> R<Arc<Task>> {
 
 pub fn tasks_of(v: &Value, span: Span) -> R<Vec<Arc<Task>>> {
     match v {
-        Value::List(items) => items.iter().map(|t| as_task(t, span)).collect(),
+        Value::List(items) => items.iter().enumerate().map(|(i, t)| list_item_task(t, i, span)).collect(),
         other => Ok(vec![as_task(other, span)?]),
     }
+}
+
+fn list_item_task(v: &Value, index: usize, span: Span) -> R<Arc<Task>> {
+    if let Value::Object(o) = v {
+        if o.as_any().is::<Task>() {
+            return as_task(v, span);
+        }
+    }
+    let what = crate::builtins::a_type(v);
+    Err(RuntimeError::new(
+        ErrorKind::Type,
+        format!("`wait` expects a task or a list of tasks, but item {index} of this list is {what}"),
+        span,
+    )
+    .with_label(format!("a list with {what} at index {index}"))
+    .with_help("tasks come from `spawn`, `fork` and `start(...)` (`pool map` gives results, not tasks)")
+    .into())
 }
 
 pub fn wait(

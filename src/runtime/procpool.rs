@@ -16,6 +16,7 @@ use crate::error::{ErrorKind, RuntimeError};
 use crate::interp::{Interp, R};
 use crate::syntax::Span;
 use crate::value::Value;
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
@@ -174,9 +175,11 @@ fn run(
     let mut todo: VecDeque<(usize, usize)> = (0..n).step_by(chunk).map(|s| (s, chunk.min(n - s))).collect();
     let mut done: Vec<ItemResult> = Vec::with_capacity(n);
     let im = Importer { shared: &interp.shared.clone() };
+    let mut placement = Some(place_on_cpus(&pool.workers));
     while done.len() < n {
         interp.check_cancel(span)?;
         hand_out(&mut pool.workers, &mut todo, wires);
+        drop(placement.take());
         let ready = poll_workers(&pool.workers);
         let mut dead: Vec<usize> = Vec::new();
         for k in ready {
@@ -231,6 +234,41 @@ fn run(
         }
     }
     Ok(done)
+}
+
+/// Workers held to one CPU each until their first chunk has woken them there.
+///
+/// A worker waits for work asleep; when the first chunk wakes it, the scheduler tends to
+/// place it by the waker's CPU, so two workers woken by one parent can start on one CPU and
+/// share it for milliseconds while the other sits idle, until load balancing moves one.
+/// Threads avoid this: a new thread goes to the idlest CPU. So each worker is allowed one CPU
+/// (round robin over those it may use) while its first chunk wakes it, and all of them
+/// again at once after: it starts where it was put, and the scheduler may move it later.
+struct Placement(Vec<(nix::unistd::Pid, CpuSet)>);
+
+fn place_on_cpus(workers: &[Worker]) -> Placement {
+    let mut held = Vec::new();
+    for (k, w) in workers.iter().enumerate() {
+        let pid = nix::unistd::Pid::from_raw(w.pid);
+        let Ok(allowed) = sched_getaffinity(pid) else { continue };
+        let cpus: Vec<usize> = (0..CpuSet::count()).filter(|c| allowed.is_set(*c).unwrap_or(false)).collect();
+        if cpus.len() < 2 {
+            continue;
+        }
+        let mut one = CpuSet::new();
+        if one.set(cpus[k % cpus.len()]).is_ok() && sched_setaffinity(pid, &one).is_ok() {
+            held.push((pid, allowed));
+        }
+    }
+    Placement(held)
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        for (pid, allowed) in &self.0 {
+            let _ = sched_setaffinity(*pid, allowed);
+        }
+    }
 }
 
 /// Give every idle worker a chunk, then, while more chunks are left than there are

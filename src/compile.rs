@@ -1580,14 +1580,16 @@ fn method(recv: &Expr, name: &Name, name_span: Span, args: &[Expr], span: Span) 
     let on_channel = channel_shortcut(&name, argv.len());
     Box::new(move |it, cx| {
         let r = recv(it, cx)?;
-        if let (Some(shortcut), Some(ch)) = (on_channel, r.downcast::<Channel>()) {
-            return match shortcut {
-                ChannelCall::Send => {
-                    let v = argv[0](it, cx)?;
-                    ch.send(it, v, None, span).map(|_| Value::Nil)
-                }
-                ChannelCall::Recv => ch.recv_value(it, None, span),
-            };
+        if let Some(shortcut) = on_channel {
+            if let Some(ch) = r.downcast::<Channel>() {
+                return match shortcut {
+                    ChannelCall::Send => {
+                        let v = argv[0](it, cx)?;
+                        ch.send(it, v, None, span).map(|_| Value::Nil)
+                    }
+                    ChannelCall::Recv => ch.recv_value(it, None, span),
+                };
+            }
         }
         let a = eval_args(it, cx, &argv, &spans, span)?;
         it.method_call(r, &name, name_span, a, span)

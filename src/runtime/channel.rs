@@ -105,12 +105,12 @@ impl Channel {
             let tx = self.tx.read().unwrap_or_else(|e| e.into_inner());
             return match tx.as_ref() {
                 Some(tx) => tx.send(v).map_err(|_| Channel::closed_error(span, "send")),
-                None => Err(self.failure_error(span).unwrap_or_else(|| Channel::closed_error(span, "send"))),
+                None => Err(self.send_refused(span)),
             };
         }
         let tx = self.tx.read().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(tx) = tx else {
-            return Err(self.failure_error(span).unwrap_or_else(|| Channel::closed_error(span, "send")));
+            return Err(self.send_refused(span));
         };
         let mut pending = Some(v);
         let mut disconnected = false;
@@ -141,6 +141,11 @@ impl Channel {
             return Err(Channel::closed_error(span, "send"));
         }
         Ok(())
+    }
+
+    /// Why a send cannot go through: the channel closed, or a process using it died.
+    fn send_refused(&self, span: Span) -> Unwind {
+        self.failure_error(span).unwrap_or_else(|| Channel::closed_error(span, "send"))
     }
 
     /// `ch.recv()`: the next value, or an error once the channel is closed and drained.

@@ -145,20 +145,22 @@ fn huge_page_size() -> Option<usize> {
 }
 
 /// Move the code and constants of this process's executable into anonymous huge pages (see
-/// the module docs) and return how many bytes now live there. Call it only while the
-/// process has one thread: another thread could be running code in a range as it moves.
-pub fn move_to_anonymous_memory() -> usize {
+/// the module docs). Call it only while the process has one thread: another thread could be
+/// running code in a range as it moves.
+pub fn move_to_anonymous_memory() {
     if std::env::var_os("CONC_FILE_CODE").is_some() || !single_threaded() {
-        return 0;
+        return;
     }
-    let Some(huge) = huge_page_size() else { return 0 };
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return 0 };
+    let Some(huge) = huge_page_size() else { return };
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return };
     let mut header = Vec::new();
     let read = std::fs::File::open("/proc/self/exe").and_then(|f| f.take(64 << 10).read_to_end(&mut header));
-    let (Ok(_), Ok(maps)) = (read, std::fs::read_to_string("/proc/self/maps")) else { return 0 };
-    let Some(loads) = loads(&header) else { return 0 };
-    let moves = plan(&parse_maps(&maps), &exe.to_string_lossy(), &loads, huge);
-    moves.iter().filter(|m| replace(m, huge).is_ok()).map(|m| m.to - m.from).sum()
+    let (Ok(_), Ok(maps)) = (read, std::fs::read_to_string("/proc/self/maps")) else { return };
+    let Some(loads) = loads(&header) else { return };
+    for mv in plan(&parse_maps(&maps), &exe.to_string_lossy(), &loads, huge) {
+        // A range that fails to move stays as it was; the others still pay.
+        let _ = replace(&mv, huge);
+    }
 }
 
 fn single_threaded() -> bool {

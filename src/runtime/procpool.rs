@@ -175,11 +175,12 @@ fn run(
     let mut todo: VecDeque<(usize, usize)> = (0..n).step_by(chunk).map(|s| (s, chunk.min(n - s))).collect();
     let mut done: Vec<ItemResult> = Vec::with_capacity(n);
     let im = Importer { shared: &interp.shared.clone() };
-    let mut placement = Some(place_on_cpus(&pool.workers));
+    let held = place_on_cpus(&pool.workers);
+    hand_out(&mut pool.workers, &mut todo, wires);
+    drop(held);
     while done.len() < n {
         interp.check_cancel(span)?;
         hand_out(&mut pool.workers, &mut todo, wires);
-        drop(placement.take());
         let ready = poll_workers(&pool.workers);
         let mut dead: Vec<usize> = Vec::new();
         for k in ready {

@@ -132,20 +132,16 @@ pub fn join(interp: &Interp, task: &Arc<Task>, timeout: Option<Duration>, span: 
 }
 
 fn as_task(v: &Value, span: Span) -> R<Arc<Task>> {
-    match v {
-        Value::Object(o) if o.as_any().is::<Task>() => {
-            let any: Arc<dyn std::any::Any + Send + Sync> = o.clone();
-            Ok(any.downcast::<Task>().expect("checked above"))
-        }
-        other => Err(RuntimeError::new(
+    super::task_of(v).ok_or_else(|| {
+        RuntimeError::new(
             ErrorKind::Type,
-            format!("`wait` expects a task or a list of tasks, got {}", crate::builtins::a_type(other)),
+            format!("`wait` expects a task or a list of tasks, got {}", crate::builtins::a_type(v)),
             span,
         )
-        .with_label(format!("this is {}", crate::builtins::a_type(other)))
+        .with_label(format!("this is {}", crate::builtins::a_type(v)))
         .with_help("tasks come from `spawn`, `fork` and `start(...)`")
-        .into()),
-    }
+        .into()
+    })
 }
 
 pub fn tasks_of(v: &Value, span: Span) -> R<Vec<Arc<Task>>> {
@@ -156,20 +152,17 @@ pub fn tasks_of(v: &Value, span: Span) -> R<Vec<Arc<Task>>> {
 }
 
 fn list_item_task(v: &Value, index: usize, span: Span) -> R<Arc<Task>> {
-    if let Value::Object(o) = v {
-        if o.as_any().is::<Task>() {
-            return as_task(v, span);
-        }
-    }
-    let what = crate::builtins::a_type(v);
-    Err(RuntimeError::new(
-        ErrorKind::Type,
-        format!("`wait` expects a task or a list of tasks, but item {index} of this list is {what}"),
-        span,
-    )
-    .with_label(format!("a list with {what} at index {index}"))
-    .with_help("tasks come from `spawn`, `fork` and `start(...)` (`pool map` gives results, not tasks)")
-    .into())
+    super::task_of(v).ok_or_else(|| {
+        let what = crate::builtins::a_type(v);
+        RuntimeError::new(
+            ErrorKind::Type,
+            format!("`wait` expects a task or a list of tasks, but item {index} of this list is {what}"),
+            span,
+        )
+        .with_label(format!("a list with {what} at index {index}"))
+        .with_help("tasks come from `spawn`, `fork` and `start(...)` (`pool map` gives results, not tasks)")
+        .into()
+    })
 }
 
 pub fn wait(
